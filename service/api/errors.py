@@ -1,0 +1,120 @@
+"""Map exceptions to HTTP answers, in one place, with one JSON shape: {"error": "..."}."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.errors import (
+    DeadlineExceededError,
+    InferenceFailedError,
+    InvalidInputError,
+    InvalidParameterError,
+    ModelNotFoundError,
+    ModelNotReadyError,
+    OverloadedError,
+    PayloadTooLargeError,
+    ServiceError,
+    UnauthorizedError,
+    UnsupportedMediaTypeError,
+)
+
+logger = logging.getLogger(__name__)
+
+# Most specific first: lookup walks the exception's class hierarchy.
+STATUS_BY_ERROR: dict[type[ServiceError], int] = {
+    InvalidParameterError: 422,
+    UnsupportedMediaTypeError: 415,
+    PayloadTooLargeError: 413,
+    InvalidInputError: 400,
+    UnauthorizedError: 401,
+    ModelNotFoundError: 404,
+    ModelNotReadyError: 503,
+    OverloadedError: 503,
+    DeadlineExceededError: 504,
+    InferenceFailedError: 500,
+}
+
+
+class ErrorBody(BaseModel):
+    """Every non-2xx answer of the service."""
+
+    error: str
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def status_for(error: ServiceError) -> int:
+    for cls in type(error).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]  # type: ignore[index]
+    return 500
+
+
+def response_for(error: ServiceError) -> JSONResponse:
+    status = status_for(error)
+    headers = {}
+    if isinstance(error, OverloadedError):
+        headers["Retry-After"] = str(error.retry_after_s)
+    if isinstance(error, ModelNotReadyError):
+        headers["Retry-After"] = "1"
+    if isinstance(error, UnauthorizedError):
+        headers["WWW-Authenticate"] = "Bearer"
+    return error_response(status, error.message, headers)
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        location = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+        parts.append(f"{location or 'request'}: {error.get('msg', 'invalid')}")
+    return "invalid request: " + "; ".join(parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        if isinstance(exc, InferenceFailedError):
+            logger.error("%s", exc.message)
+        return response_for(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, _describe_validation(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"no route {request.url.path!r}"
+        elif exc.status_code == 405:
+            message = f"method {request.method} not allowed on {request.url.path!r}"
+        return error_response(exc.status_code, message, getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal server error")
+
+
+#: OpenAPI `responses` entries for the errors each route can give.
+def error_responses(*codes: int) -> dict[int | str, dict[str, object]]:
+    descriptions = {
+        400: "Corrupt, truncated, empty or non-image input",
+        401: "Missing or wrong API key",
+        404: "Unknown model or version",
+        413: "Body, image or image count over the configured limit",
+        415: "Unsupported content type",
+        422: "Invalid query parameter",
+        500: "Inference failed in ONNX Runtime",
+        503: "Queue full, model loading, or service draining (see Retry-After)",
+        504: "Deadline passed while queued",
+    }
+    return {code: {"model": ErrorBody, "description": descriptions[code]} for code in codes}

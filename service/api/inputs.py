@@ -1,0 +1,108 @@
+"""Read images from a request, within limits, and preprocess them off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from fastapi import Request
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+
+from models.manifest import Preprocessing
+from models.preprocessing import ImageTooLargeError, InvalidImageError, decode_and_preprocess
+from service.errors import InvalidInputError, PayloadTooLargeError, UnsupportedMediaTypeError
+
+FORM_FIELD = "file"
+
+# Decoding is mostly C code that releases the GIL; a small pool of its own keeps
+# it off the event loop without competing with ONNX Runtime for many threads.
+_decode_pool = ThreadPoolExecutor(2, thread_name_prefix="decode")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refusing it as soon as it is known to exceed `limit`."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(
+            f"request body of {declared} bytes is over the limit of {limit} bytes"
+        )
+    chunks = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise PayloadTooLargeError(f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    # Starlette's form parser reads the cached body instead of the spent stream.
+    request._body = body
+    return body
+
+
+async def read_images(request: Request, max_bytes: int, max_images: int) -> list[bytes]:
+    """Encoded images from a multipart `file` field (repeatable) or a raw image body.
+
+    Raises:
+        UnsupportedMediaTypeError: neither multipart/form-data nor image/*.
+        PayloadTooLargeError: body over `max_bytes` or more than `max_images`.
+        InvalidInputError: no image in the request, or a malformed form.
+    """
+    content_type = request.headers.get("content-type", "")
+    media_type = content_type.split(";")[0].strip().lower()
+    if media_type != "multipart/form-data" and not media_type.startswith("image/"):
+        raise UnsupportedMediaTypeError(
+            f"unsupported content type {media_type or '(none)'!r}: send images as "
+            f"multipart/form-data field {FORM_FIELD!r} or as a raw image/* body"
+        )
+
+    body = await read_body(request, max_bytes)
+    if media_type.startswith("image/"):
+        return [body]
+
+    try:
+        form = await request.form(max_files=max_images + 1, max_fields=1000)
+    except MultiPartException as exc:
+        raise InvalidInputError(f"malformed multipart body: {exc.message}") from None
+    uploads = form.getlist(FORM_FIELD)
+    if not uploads:
+        raise InvalidInputError(f"no image in multipart field {FORM_FIELD!r}")
+    if len(uploads) > max_images:
+        raise PayloadTooLargeError(
+            f"{len(uploads)} or more images in one request; the limit is {max_images}"
+        )
+    images = []
+    for position, upload in enumerate(uploads, start=1):
+        if not isinstance(upload, UploadFile):
+            raise InvalidInputError(
+                f"image {position}: field {FORM_FIELD!r} must be a file upload, not text"
+            )
+        images.append(await upload.read())
+    await form.close()
+    return images
+
+
+def _preprocess_all(
+    images: Sequence[bytes], spec: Preprocessing, max_pixels: int
+) -> list[np.ndarray]:
+    tensors = []
+    many = len(images) > 1
+    for position, data in enumerate(images, start=1):
+        where = f"image {position}: " if many else ""
+        try:
+            tensors.append(decode_and_preprocess(data, spec, max_pixels))
+        except ImageTooLargeError as exc:
+            raise PayloadTooLargeError(f"{where}{exc}") from None
+        except InvalidImageError as exc:
+            raise InvalidInputError(f"{where}{exc}") from None
+    return tensors
+
+
+async def preprocess_images(
+    images: Sequence[bytes], spec: Preprocessing, max_pixels: int
+) -> list[np.ndarray]:
+    """Decode and preprocess on the decode pool; the first bad image refuses all."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_decode_pool, _preprocess_all, images, spec, max_pixels)

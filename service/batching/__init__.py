@@ -1,0 +1,1 @@
+"""Dynamic batching of concurrent requests per model."""

@@ -1,0 +1,211 @@
+"""The `resnet-serve` command: fetch, export, serve, lesion.
+
+Exporting and the lesion study need PyTorch (the `[export]` extra); `serve`
+does not, as long as the configured models are already in the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from service.logging import configure_logging
+from service.settings import Settings
+
+logger = logging.getLogger("service.cli")
+
+
+class _ProgressBar:
+    """Draws a download's progress with tqdm; library code only calls back."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.bar: Any = None
+
+    def __call__(self, received: int, total: int | None) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(
+                total=total, desc=self.label, unit="B", unit_scale=True,
+                unit_divisor=1024, file=sys.stderr,
+            )
+        self.bar.update(received - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from models.manifest import get_spec
+    from models.weights import fetch_weights
+
+    for name in args.models:
+        bar = _ProgressBar(name)
+        try:
+            path = fetch_weights(get_spec(name), args.cache_dir, args.mirror, bar)
+        finally:
+            bar.close()
+        print(f"{name}: {path}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from models.prepare import export_checkpoint, export_known_model
+
+    if args.checkpoint is not None:
+        if not (args.name and args.labels and args.depth):
+            raise SystemExit("export --checkpoint needs --name, --depth and --labels")
+        folder = export_checkpoint(
+            args.checkpoint, args.repository, name=args.name, family=args.family,
+            depth=args.depth, labels_file=args.labels, preactivation=args.preactivation,
+            version=args.version,
+        )
+        print(f"{args.name}: {folder}")
+        return 0
+
+    for name in args.models:
+        bar = _ProgressBar(name)
+        try:
+            folder = export_known_model(
+                name, args.repository, version=args.version, random_init=args.random_init,
+                cache_dir=args.cache_dir, mirror=args.mirror, progress=bar,
+            )
+        finally:
+            bar.close()
+        print(f"{name}: {folder}")
+    return 0
+
+
+def _prepare_models(settings: Settings, random_init: bool) -> None:
+    """Export configured models missing from the repository, if PyTorch is here."""
+    from models.repository import list_versions
+
+    missing = [
+        ref.name for ref in settings.model_refs()
+        if not list_versions(settings.model_repository, ref.name)
+    ]
+    if not missing:
+        return
+    try:
+        from models.prepare import ensure_models
+    except ImportError as exc:
+        raise SystemExit(
+            f"models {', '.join(missing)} are not in {settings.model_repository} and "
+            f"exporting them needs PyTorch ({exc}); install the [export] extra"
+        ) from exc
+
+    logger.info("exporting %s into %s", ", ".join(missing), settings.model_repository)
+    for name in missing:
+        bar = _ProgressBar(name)
+        try:
+            ensure_models(
+                [name], settings.model_repository, random_init=random_init,
+                cache_dir=settings.cache_dir, mirror=settings.weights_mirror, progress=bar,
+            )
+        finally:
+            bar.close()
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from service.server import run_server
+
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    if not args.no_prepare:
+        _prepare_models(settings, args.random_init)
+    return run_server(settings)
+
+
+def _cmd_lesion(args: argparse.Namespace) -> int:
+    from models.lesion import main as lesion_main
+
+    return lesion_main(args)
+
+
+def _add_model_source_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None,
+        help="weights cache (default: RESNET_SERVE_CACHE_DIR or ~/.cache/resnet-serve)",
+    )
+    parser.add_argument(
+        "--mirror", default=None,
+        help="base address or directory replacing the publishers' (default: "
+        "RESNET_SERVE_WEIGHTS_MIRROR)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="resnet-serve", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    fetch = commands.add_parser("fetch", help="download published weights, hash-checked")
+    fetch.add_argument("models", nargs="+", help="manifest names, e.g. resnet56-cifar10")
+    _add_model_source_args(fetch)
+    fetch.set_defaults(handler=_cmd_fetch)
+
+    export = commands.add_parser("export", help="export models to the ONNX repository")
+    export.add_argument("models", nargs="*", help="manifest names to fetch and export")
+    export.add_argument(
+        "--repository", type=Path, default=Settings.model_fields["model_repository"].default,
+    )
+    export.add_argument("--version", type=int, default=1)
+    export.add_argument(
+        "--random-init", action="store_true",
+        help="no published weights: initialise randomly (metadata says pretrained: false)",
+    )
+    export.add_argument("--checkpoint", type=Path, help="your own trained ResNet checkpoint")
+    export.add_argument("--name", help="model name for --checkpoint")
+    export.add_argument("--family", choices=["cifar", "imagenet"], default="cifar")
+    export.add_argument("--depth", type=int, help="network depth for --checkpoint")
+    export.add_argument("--preactivation", action="store_true")
+    export.add_argument("--labels", type=Path, help="labels file, one class per line")
+    _add_model_source_args(export)
+    export.set_defaults(handler=_cmd_export)
+
+    serve = commands.add_parser("serve", help="serve the configured models over HTTP")
+    serve.add_argument(
+        "--no-prepare", action="store_true",
+        help="do not export missing models; fail instead",
+    )
+    serve.add_argument(
+        "--random-init", action="store_true",
+        help="export missing models with random weights (for tests and demos)",
+    )
+    serve.set_defaults(handler=_cmd_serve)
+
+    try:
+        from models.lesion import add_arguments
+    except ImportError:
+        add_arguments = None
+    if add_arguments is not None:
+        lesion = commands.add_parser("lesion", help="lesion study: accuracy with blocks removed")
+        add_arguments(lesion)
+        lesion.set_defaults(handler=_cmd_lesion)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command != "serve":
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except Exception as exc:
+        from models.weights import WeightsError
+
+        if isinstance(exc, (WeightsError, KeyError, FileNotFoundError)):
+            print(f"resnet-serve {args.command}: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""ONNX Runtime sessions, graph pruning and per-model runtime state."""

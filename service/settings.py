@@ -1,0 +1,150 @@
+"""Service configuration from `RESNET_SERVE_*` environment variables.
+
+Built once at start-up and passed to `create_app`, so tests build their own.
+Per-model batching overrides come from the JSON file named
+by `RESNET_SERVE_MODEL_CONFIG`, because model names contain dashes, which
+environment variable names cannot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_MODELS = ["resnet20-cifar10", "resnet56-cifar10"]
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: affinity mask and cgroup CPU quota both count."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, int(int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, count)
+
+
+class BatchingConfig(BaseModel):
+    """Dynamic batching of one model's queue."""
+
+    max_batch_size: int = Field(32, ge=1, le=4096)
+    max_queue_delay_ms: float = Field(2.0, ge=0, le=10_000)
+    max_queue_size: int = Field(1024, ge=1)
+
+
+class ModelRef(BaseModel):
+    """`name` or `name:version` from `RESNET_SERVE_MODELS`."""
+
+    name: str
+    version: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ModelRef:
+        name, _, version = text.strip().partition(":")
+        if not name:
+            raise ValueError(f"empty model name in {text!r}")
+        if version and not version.isdigit():
+            raise ValueError(f"model version must be an integer in {text!r}")
+        return cls(name=name, version=int(version) if version else None)
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; the README's configuration table mirrors this."""
+
+    model_config = SettingsConfigDict(env_prefix="RESNET_SERVE_", extra="ignore")
+
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=0, le=65535)
+    #: Models to serve, `name` or `name:version`, comma-separated.
+    models: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_MODELS))
+    model_repository: Path = Path("models/repository")
+    cache_dir: Path | None = None
+    weights_mirror: str | None = None
+    #: ONNX Runtime execution providers in order of preference.
+    providers: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    #: Threads of each ONNX Runtime session; 0 means the CPUs this process may use.
+    intra_op_threads: int = Field(0, ge=0)
+    max_batch_size: int = Field(32, ge=1, le=4096)
+    max_queue_delay_ms: float = Field(2.0, ge=0, le=10_000)
+    max_queue_size: int = Field(1024, ge=1)
+    model_config_file: Path | None = Field(None, validation_alias="RESNET_SERVE_MODEL_CONFIG")
+    request_timeout_s: float = Field(30.0, gt=0)
+    max_body_bytes: int = Field(20 * 1024 * 1024, ge=1)
+    max_image_pixels: int = Field(40_000_000, ge=1)
+    max_images_per_request: int = Field(64, ge=1)
+    subnetwork_cache_size: int = Field(8, ge=0)
+    subnetwork_prune_after: int = Field(3, ge=1)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    api_key: str | None = None
+    drain_delay_s: float = Field(1.0, ge=0)
+    shutdown_grace_s: float = Field(30.0, ge=0)
+
+    _split = field_validator("models", "providers", "cors_origins", mode="before")(
+        _split_commas
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_models(self) -> Settings:
+        if not self.models:
+            raise ValueError("RESNET_SERVE_MODELS names no model")
+        for text in self.models:
+            ModelRef.parse(text)
+        return self
+
+    @property
+    def threads(self) -> int:
+        return self.intra_op_threads or available_cpus()
+
+    def model_refs(self) -> list[ModelRef]:
+        return [ModelRef.parse(text) for text in self.models]
+
+    def batching_for(self, model: str) -> BatchingConfig:
+        """Global batching settings with the model's overrides from MODEL_CONFIG."""
+        values: dict[str, Any] = {
+            "max_batch_size": self.max_batch_size,
+            "max_queue_delay_ms": self.max_queue_delay_ms,
+            "max_queue_size": self.max_queue_size,
+        }
+        values.update(self._model_overrides().get(model, {}))
+        return BatchingConfig(**values)
+
+    def _model_overrides(self) -> dict[str, dict[str, Any]]:
+        if self.model_config_file is None:
+            return {}
+        try:
+            data = json.loads(self.model_config_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValueError(
+                f"cannot read RESNET_SERVE_MODEL_CONFIG={self.model_config_file}: {exc}"
+            ) from exc
+        models = data.get("models", data) if isinstance(data, dict) else None
+        if not isinstance(models, dict):
+            raise ValueError(
+                f"{self.model_config_file} must map model names to batching settings"
+            )
+        return models

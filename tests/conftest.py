@@ -1,0 +1,46 @@
+"""Session fixtures: the two default models exported from the weights mirror."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ServerProcess, weights_mirror
+
+DEFAULT_MODELS = ("resnet20-cifar10", "resnet56-cifar10")
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Path:
+    path = weights_mirror()
+    if not (path / "cifar10").is_dir():
+        pytest.skip(f"no weights mirror at {path} (set RESNET_SERVE_WEIGHTS_MIRROR)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def weights_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("weights-cache")
+
+
+@pytest.fixture(scope="session")
+def repository(tmp_path_factory: pytest.TempPathFactory, mirror: Path, weights_cache: Path) -> Path:
+    """A model repository holding the pretrained default models (version 1)."""
+    from models.prepare import ensure_models
+
+    root = tmp_path_factory.mktemp("serving") / "repository"
+    ensure_models(list(DEFAULT_MODELS), root, cache_dir=weights_cache, mirror=str(mirror))
+    return root
+
+
+@pytest.fixture(scope="session")
+def server(repository: Path) -> Iterator[ServerProcess]:
+    """One real server for the read-mostly integration tests."""
+    process = ServerProcess(repository, models=",".join(DEFAULT_MODELS))
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
