@@ -35,5 +35,32 @@ serve: install
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Images, built with docker or podman (whichever answers): resnet-serve:cpu and
+# resnet-serve:gpu. IMAGE_MODELS=a,b picks the models baked in. With
+# RESNET_SERVE_WEIGHTS_MIRROR set, the build reads the weights and this
+# machine's local wheels over loopback (scripts/container_build.py).
+IMAGE_MODELS ?=
+IMAGE_FLAGS := $(if $(IMAGE_MODELS),--models $(IMAGE_MODELS),)
+
+docker-cpu:
+	$(PYTHON) scripts/container_build.py cpu $(IMAGE_FLAGS)
+
+docker-gpu:
+	$(PYTHON) scripts/container_build.py gpu $(IMAGE_FLAGS)
+
 clean:
 	rm -rf $(VENV) models/repository .pytest_cache
+
+# Ten minutes of mixed traffic above capacity against a real server, with a
+# report (docs/soak.md); not part of `make test`. SOAK_ARGS=--duration-s 60 for less.
+SOAK_ARGS ?=
+soak: install
+	$(BIN)/python scripts/soak.py $(SOAK_ARGS)
+
+# Throughput and latency against raw ONNX Runtime, measured back to back in one
+# run (docs/benchmarks.md); needs wrk (apt-get install wrk) and
+# ../shared/tools/perf_analyzer. Run it on a quiet machine. BENCH_ARGS=--help.
+BENCH_ARGS ?=
+bench: install
+	$(BIN)/python -m scripts.bench_protocols $(BENCH_ARGS)
+	@if [ -f scripts/bench_subnetwork.py ]; then $(BIN)/python scripts/bench_subnetwork.py; fi

@@ -159,11 +159,14 @@ def build_metadata(
     """The sidecar: everything the service and its users need about the model."""
     blocks = [info.to_dict() for info in network.describe_blocks()]
     for block, gate in zip(blocks, gates, strict=True):
-        block["onnx"] = gate.__dict__
+        # FLOPs as two per multiply-accumulate, for readers used to that unit.
+        block["flops"] = 2 * block["macs"]
+        block["onnx"] = vars(gate)
     height, width = network.input_size
     architecture = type(network).__name__
     family = "cifar" if "Cifar" in architecture else "imagenet"
     preact = "PreAct" in architecture
+    total_macs = sum(count_macs(network, network.input_size).values())
 
     return {
         "name": name,
@@ -189,7 +192,8 @@ def build_metadata(
         "labels": labels,
         "blocks": blocks,
         "total_params": sum(p.numel() for p in network.parameters()),
-        "total_macs": sum(count_macs(network, network.input_size).values()),
+        "total_macs": total_macs,
+        "total_flops": 2 * total_macs,
         "pretrained": source.pretrained,
         "source": source.__dict__,
         "opset": OPSET,

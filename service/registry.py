@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,14 +16,21 @@ from models.repository import is_valid_name, locate
 from service import metrics
 from service.batching.batcher import Batcher, BatchStats
 from service.errors import (
+    DeadlineExceededError,
     InvalidParameterError,
     ModelNotFoundError,
     ModelNotReadyError,
+    OverloadedError,
+    ServiceError,
 )
 from service.runtime.model import ModelRuntime, RemovedSet
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+# ASCII digits only: str.isdigit() and int() also take other scripts' digits,
+# and isdigit() takes superscripts that int() then refuses.
+_INDEX = re.compile(r"-?[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -52,33 +61,37 @@ class LoadedModel:
         Raises:
             InvalidParameterError: an item is empty, unknown or out of range.
         """
+        by_name = {block["name"]: block["index"] for block in self.runtime.blocks}
+        return frozenset(
+            self._resolve_item(position, str(item).strip(), by_name)
+            for position, item in enumerate(items, start=1)
+        )
+
+    def _resolve_item(self, position: int, text: str, by_name: dict[str, int]) -> int:
         blocks = self.runtime.blocks
-        by_name = {block["name"]: block["index"] for block in blocks}
         last = len(blocks) - 1
-        chosen = set()
-        for position, item in enumerate(items):
-            text = str(item).strip()
-            if not text:
-                raise InvalidParameterError(
-                    f"remove: item {position + 1} is empty; give block indices "
-                    f"0..{last} or names such as {blocks[0]['name']!r}"
-                )
-            if text.lstrip("-").isdigit():
-                index = int(text)
-                if not 0 <= index <= last:
-                    raise InvalidParameterError(
-                        f"remove: block index {text} is out of range 0..{last} "
-                        f"for {self.name}"
-                    )
-                chosen.add(index)
-            elif text in by_name:
-                chosen.add(by_name[text])
-            else:
-                raise InvalidParameterError(
-                    f"remove: unknown block {text!r} for {self.name}; valid: indices "
-                    f"0..{last} or names {blocks[0]['name']!r}..{blocks[-1]['name']!r}"
-                )
-        return frozenset(chosen)
+        if not text:
+            raise InvalidParameterError(
+                f"remove: item {position} is empty; give block indices "
+                f"0..{last} or names such as {blocks[0]['name']!r}"
+            )
+
+        if _INDEX.fullmatch(text):
+            # Length first: CPython refuses int() of more than 4,300 digits, and
+            # no index with ten significant digits is in range anyway.
+            if len(text.lstrip("-0")) < 10 and 0 <= int(text) <= last:
+                return int(text)
+            raise InvalidParameterError(
+                f"remove: block index {_shorten(text)} is out of range 0..{last} "
+                f"for {self.name}"
+            )
+
+        if text in by_name:
+            return by_name[text]
+        raise InvalidParameterError(
+            f"remove: unknown block {_shorten(text)!r} for {self.name}; valid: indices "
+            f"0..{last} or names {blocks[0]['name']!r}..{blocks[-1]['name']!r}"
+        )
 
     def describe_removed(self, removed: RemovedSet) -> list[dict[str, Any]]:
         return [
@@ -90,21 +103,66 @@ class LoadedModel:
     ) -> list[RowResult]:
         """Queue the tensors, wait for all of them, return per-image results.
 
-        If the caller is cancelled (client gone), the queued items are
-        cancelled too, and the batcher skips them.
+        A request still queued at its `deadline` (monotonic seconds) is taken
+        out of the queue and answered with a timeout; once its batch runs, it
+        runs to the end. If the caller is cancelled (the client went away),
+        its queued items are taken out too, so they never run.
+
+        Raises:
+            OverloadedError: the model's queue cannot take these images.
+            DeadlineExceededError: the deadline passed while they were queued.
+            InferenceFailedError: ONNX Runtime failed on their batch.
         """
-        futures = self.batcher.submit(tensors, removed, deadline)
         try:
-            results = await asyncio.gather(*futures, return_exceptions=True)
-        except asyncio.CancelledError:
-            for future in futures:
-                future.cancel()
-            metrics.DROPPED.labels(self.name, "disconnect").inc()
+            futures = self.batcher.submit(tensors, removed, deadline)
+        except OverloadedError:
+            metrics.DROPPED.labels(self.name, "overload").inc()
             raise
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-        return list(results)
+        try:
+            await self._wait(futures, deadline)
+        except asyncio.CancelledError:
+            self._abandon(futures, reason="disconnect")
+            raise
+        except ServiceError:
+            self._abandon(futures)
+            raise
+        return [future.result() for future in futures]
+
+    async def _wait(self, futures: list[asyncio.Future[Any]], deadline: float) -> None:
+        """Return when all are done; raise the first failure or the expired deadline."""
+        timeout_s = max(0.0, deadline - time.monotonic())
+        _, pending = await asyncio.wait(
+            futures, timeout=timeout_s, return_when=asyncio.FIRST_EXCEPTION
+        )
+        self._raise_first_error(futures)
+        if not pending:
+            return
+        if self.batcher.withdraw(list(pending)):
+            metrics.DROPPED.labels(self.name, "deadline").inc()
+            raise DeadlineExceededError(
+                f"the request's deadline passed while it was queued for {self.name}"
+            )
+        # What is left is in a running batch: it finishes, deadline or not.
+        await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+        self._raise_first_error(futures)
+
+    def _raise_first_error(self, futures: list[asyncio.Future[Any]]) -> None:
+        # Every error is retrieved, so that asyncio does not log the others as lost.
+        errors = [f.exception() for f in futures if f.done() and not f.cancelled()]
+        first = next((error for error in errors if error is not None), None)
+        if first is None:
+            return
+        if isinstance(first, DeadlineExceededError):
+            metrics.DROPPED.labels(self.name, "deadline").inc()
+        raise first
+
+    def _abandon(self, futures: list[asyncio.Future[Any]], reason: str | None = None) -> None:
+        """Drop what is still queued and stop waiting for the rest."""
+        withdrawn = self.batcher.withdraw(futures)
+        for future in futures:
+            future.cancel()
+        if withdrawn and reason is not None:
+            metrics.DROPPED.labels(self.name, reason).inc()
 
 
 class ModelRegistry:
@@ -180,10 +238,20 @@ class ModelRegistry:
     def busy(self) -> bool:
         return any(model.batcher.busy for model in self.all())
 
+    def reject_queued(self, message: str) -> None:
+        """Answer every queued request of every model with 503 `message`."""
+        for model in self.all():
+            model.batcher.reject_queued(message)
+
     async def close(self) -> None:
         for model in self.all():
             await model.batcher.stop()
             model.runtime.close()
+
+
+def _shorten(text: str, limit: int = 40) -> str:
+    """`text` cut to `limit` characters, so that an error never echoes a huge item."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _row_runner(runtime: ModelRuntime) -> Any:

@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(40_000_000, ge=1)
     max_images_per_request: int = Field(64, ge=1)
+    #: Largest request line plus headers, in bytes; beyond it the answer is 431.
+    max_header_bytes: int = Field(64 * 1024, ge=1024)
+    #: Deepest nesting of arrays and objects in a JSON body; beyond it, 400.
+    max_json_depth: int = Field(32, ge=2, le=1000)
     subnetwork_cache_size: int = Field(8, ge=0)
     subnetwork_prune_after: int = Field(3, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"

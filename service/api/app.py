@@ -17,6 +17,8 @@ from service import __version__
 from service.api.errors import error_response, install_error_handlers
 from service.api.middleware import ServiceMiddleware
 from service.api.routes_v1 import build_router
+from service.api.routes_v2 import build_v2_router
+from service.api.routes_web import build_web_router
 from service.api.schemas import HealthResponse
 from service.registry import ModelRegistry
 from service.settings import Settings
@@ -59,6 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = state
     install_error_handlers(app)
     app.include_router(build_router(state.registry, settings))
+    app.include_router(build_v2_router(state.registry, settings))
+    app.include_router(build_web_router(state.registry, settings))
     _add_health_and_metrics(app, state)
 
     if settings.cors_origins:

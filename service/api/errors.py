@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -10,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.api.middleware import OPEN_PATHS
 from service.errors import (
     DeadlineExceededError,
     InferenceFailedError,
@@ -79,6 +81,8 @@ def _describe_validation(exc: RequestValidationError) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    _document_common_errors(app)
+
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
         if isinstance(exc, InferenceFailedError):
@@ -118,3 +122,44 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, object]]:
         504: "Deadline passed while queued",
     }
     return {code: {"model": ErrorBody, "description": descriptions[code]} for code in codes}
+
+
+#: What the middleware may answer on any route outside `OPEN_PATHS`.
+_MIDDLEWARE_ERRORS = (401, 503)
+
+
+def _document_common_errors(app: FastAPI) -> None:
+    """Declare in the OpenAPI schema the errors that no route declares itself.
+
+    The middleware refuses requests before any route runs (API key, draining),
+    and every route that names a model answers 404 for an unknown one; the
+    schema says so for each operation, so that clients and fuzzers can rely on it.
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            _add_common_errors(build())
+        assert app.openapi_schema is not None
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _add_common_errors(schema: dict[str, Any]) -> None:
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.setdefault("ErrorBody", ErrorBody.model_json_schema())
+    descriptions = error_responses(401, 404, 503)
+    for path, operations in schema.get("paths", {}).items():
+        if path == "/" or path.startswith(OPEN_PATHS):
+            continue
+        codes = [*_MIDDLEWARE_ERRORS, 404] if "{model}" in path else list(_MIDDLEWARE_ERRORS)
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            for code in codes:
+                responses.setdefault(str(code), {
+                    "description": descriptions[code]["description"],
+                    "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/ErrorBody"}
+                    }},
+                })

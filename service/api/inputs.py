@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 from fastapi import Request
@@ -16,6 +19,14 @@ from models.preprocessing import ImageTooLargeError, InvalidImageError, decode_a
 from service.errors import InvalidInputError, PayloadTooLargeError, UnsupportedMediaTypeError
 
 FORM_FIELD = "file"
+
+# A JSON string, escapes included, written so that the regex engine never backtracks.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_BRACKET_STEP = np.zeros(256, dtype=np.int8)
+_BRACKET_STEP[[ord("["), ord("{")]] = 1
+_BRACKET_STEP[[ord("]"), ord("}")]] = -1
+# Bodies this small are parsed on the event loop; larger ones on the decode pool.
+_JSON_INLINE_BYTES = 1024 * 1024
 
 # Decoding is mostly C code that releases the GIL; a small pool of its own keeps
 # it off the event loop without competing with ONNX Runtime for many threads.
@@ -40,6 +51,59 @@ async def read_body(request: Request, limit: int) -> bytes:
     # Starlette's form parser reads the cached body instead of the spent stream.
     request._body = body
     return body
+
+
+def json_depth(data: bytes) -> int:
+    """How deeply arrays and objects nest in the JSON text `data`.
+
+    Counted without parsing (brackets inside strings are skipped), in NumPy,
+    so that a hostile body costs milliseconds, never Python's recursion limit.
+    """
+    outside_strings = _JSON_STRING.sub(b'""', data)
+    codes = np.frombuffer(outside_strings, dtype=np.uint8)
+    if not codes.size:
+        return 0
+    return int(np.cumsum(_BRACKET_STEP[codes], dtype=np.int64).max(initial=0))
+
+
+def check_json_depth(data: bytes, max_depth: int) -> None:
+    """Refuse JSON text nested deeper than `max_depth`, before any parser sees it.
+
+    Raises:
+        InvalidInputError: it nests deeper than `max_depth`.
+    """
+    depth = json_depth(data)
+    if depth > max_depth:
+        raise InvalidInputError(
+            f"JSON body nests {depth} levels deep; the limit is {max_depth}"
+        )
+
+
+def parse_json(data: bytes, max_depth: int) -> Any:
+    """Parse a JSON body no deeper than `max_depth` (its size is `read_body`'s limit).
+
+    Raises:
+        InvalidInputError: the body is not JSON, or nests deeper than `max_depth`.
+    """
+    check_json_depth(data, max_depth)
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidInputError(f"the body is not valid JSON: {exc}") from None
+
+
+async def read_json(request: Request, max_bytes: int, max_depth: int) -> Any:
+    """The request's JSON body, within the body size and nesting limits.
+
+    Raises:
+        PayloadTooLargeError: the body is over `max_bytes`.
+        InvalidInputError: not JSON, or nested deeper than `max_depth`.
+    """
+    body = await read_body(request, max_bytes)
+    if len(body) < _JSON_INLINE_BYTES:
+        return parse_json(body, max_depth)
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_decode_pool, parse_json, body, max_depth)
 
 
 async def read_images(request: Request, max_bytes: int, max_images: int) -> list[bytes]:

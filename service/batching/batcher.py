@@ -92,13 +92,20 @@ class Batcher:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        for item in self._queue:
-            if not item.future.done():
-                item.future.set_exception(OverloadedError("the service is shutting down"))
-        self._queue.clear()
+        self.reject_queued("the service is shutting down")
         self._executor.shutdown(wait=True)
 
-    def submit(self, tensors: Sequence[np.ndarray], key: Any, deadline: float) -> list[asyncio.Future[Any]]:
+    def reject_queued(self, message: str) -> None:
+        """Answer every queued item with OverloadedError(`message`); running ones go on."""
+        for item in self._queue:
+            if not item.future.done():
+                item.future.set_exception(OverloadedError(message))
+        self._queue.clear()
+        self._on_depth(0)
+
+    def submit(
+        self, tensors: Sequence[np.ndarray], key: Any, deadline: float
+    ) -> list[asyncio.Future[Any]]:
         """Queue one item per tensor; all or none are accepted.
 
         Raises:
@@ -118,6 +125,26 @@ class Batcher:
         self._on_depth(len(self._queue))
         self._wakeup.set()
         return futures
+
+    def withdraw(self, futures: Sequence[asyncio.Future[Any]]) -> int:
+        """Take back the items of `futures` that are still queued, cancelling them.
+
+        Items already taken into a batch are left to finish. Returns how many
+        items were withdrawn; 0 means none of them was still waiting.
+        """
+        wanted = set(futures)
+        kept: deque[_Item] = deque()
+        withdrawn = 0
+        for item in self._queue:
+            if item.future in wanted:
+                item.future.cancel()
+                withdrawn += 1
+            else:
+                kept.append(item)
+        if withdrawn:
+            self._queue = kept
+            self._on_depth(len(kept))
+        return withdrawn
 
     async def _loop(self) -> None:
         while True:
@@ -164,12 +191,12 @@ class Batcher:
 
     async def _run(self, batch: list[_Item]) -> None:
         started = time.monotonic()
-        inputs = np.stack([item.tensor for item in batch])
         keys = [item.key for item in batch]
         loop = asyncio.get_running_loop()
         self._running = len(batch)
         failed = False
         try:
+            inputs = np.stack([item.tensor for item in batch])
             results = await loop.run_in_executor(self._executor, self._runner, inputs, keys)
         except Exception as exc:
             failed = True

@@ -152,7 +152,7 @@ class ModelRuntime:
     def warm_up(self) -> None:
         for batch in (1, 4):
             inputs = np.zeros((batch, *self.input_shape), dtype=np.float32)
-            warm_up(self.session, self._feeds(inputs, [frozenset()] * batch))
+            warm_up(self.session, self.feeds(inputs, [frozenset()] * batch))
 
     def run_batch(self, inputs: np.ndarray, removed: Sequence[RemovedSet]) -> BatchOutput:
         """Logits and probabilities for `inputs` ([B, 3, H, W]), row i without
@@ -173,7 +173,7 @@ class ModelRuntime:
 
         if masked_rows:
             rows = np.asarray(masked_rows)
-            feeds = self._feeds(inputs[rows], [removed[i] for i in masked_rows])
+            feeds = self.feeds(inputs[rows], [removed[i] for i in masked_rows])
             logits[rows], probabilities[rows] = self.session.run(None, feeds)
         for session, row_list in groups.values():
             rows = np.asarray(row_list)
@@ -182,17 +182,20 @@ class ModelRuntime:
                 graphs[row] = PRUNED
         return BatchOutput(logits, probabilities, graphs)
 
-    def _feeds(self, inputs: np.ndarray, removed: Sequence[RemovedSet]) -> dict[str, np.ndarray]:
+    def feeds(self, inputs: np.ndarray, removed: Sequence[RemovedSet]) -> dict[str, np.ndarray]:
         mask = np.ones((len(inputs), self.num_blocks), dtype=np.float32)
         for row, key in enumerate(removed):
             if key:
                 mask[row, list(key)] = 0.0
         return {"input": np.ascontiguousarray(inputs), "block_mask": mask}
 
+    def pruned_graph(self, removed: RemovedSet) -> onnx.ModelProto:
+        """The exported graph with the blocks in `removed` structurally removed."""
+        return prune_graph(self._proto, [block["onnx"] for block in self.blocks], removed)
+
     def _build_pruned(self, removed: RemovedSet) -> ort.InferenceSession:
         started = time.perf_counter()
-        gates = [block["onnx"] for block in self.blocks]
-        proto = prune_graph(self._proto, gates, removed)
+        proto = self.pruned_graph(removed)
         session = create_session(
             proto.SerializeToString(), self._providers, self._threads,
             f"{self.name}:{self.version} pruned",
