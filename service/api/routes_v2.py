@@ -16,8 +16,8 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 
 from service import __version__, metrics
-from service.api.errors import error_response, response_for
-from service.api.inputs import preprocess_images, read_body
+from service.api.errors import error_response, error_responses, response_for
+from service.api.inputs import parse_off_loop, preprocess_images, read_body
 from service.api.routes_v1 import parse_remove, request_deadline
 from service.api.v2_codec import (
     HEADER_LENGTH,
@@ -52,6 +52,16 @@ EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "pa
 _DATATYPES = {TENSOR_INPUT: "FP32", IMAGE_INPUT: "BYTES"}
 
 Handler = Callable[..., Awaitable[Any]]
+
+#: How the infer routes appear in the OpenAPI schema: the body is the
+#: protocol's JSON, optionally followed by binary tensor data.
+INFER_DOCS: dict[str, Any] = {
+    "responses": error_responses(400, 404, 413, 500, 503, 504),
+    "openapi_extra": {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"type": "object", "required": ["inputs"]}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    }}},
+}
 
 
 def _protocol_errors(handler: Handler) -> Handler:
@@ -128,8 +138,8 @@ def build_v2_router(registry: ModelRegistry, settings: Settings) -> APIRouter:
         """Triton's model configuration (perf_analyzer needs it)."""
         return model_config(registry.get(model, version))
 
-    @router.post("/models/{model}/infer")
-    @router.post("/models/{model}/versions/{version}/infer")
+    @router.post("/models/{model}/infer", **INFER_DOCS)
+    @router.post("/models/{model}/versions/{version}/infer", **INFER_DOCS)
     @_protocol_errors
     async def infer(request: Request, model: str, version: str | None = None) -> Response:
         """Classify preprocessed tensors (`input`) or encoded images (`image`)."""
@@ -144,7 +154,11 @@ def build_v2_router(registry: ModelRegistry, settings: Settings) -> APIRouter:
 
     async def _infer(request: Request, model: LoadedModel, started: float) -> Response:
         body = await read_body(request, settings.max_body_bytes)
-        parsed = parse_infer_request(body, request.headers.get(HEADER_LENGTH), _DATATYPES)
+        parse = functools.partial(
+            parse_infer_request, header_length=request.headers.get(HEADER_LENGTH),
+            datatypes=_DATATYPES, max_depth=settings.max_json_depth,
+        )
+        parsed = await parse_off_loop(body, parse)
         removed = _removed(model, parsed.parameters.get("remove"))
         deadline = _deadline(request, settings, parsed.parameters.get("timeout"))
         tensors = await _model_inputs(model, parsed.inputs, settings)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from service.api.inputs import check_json_depth
 from service.errors import InvalidInputError
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -58,16 +59,19 @@ class InferRequest:
 
 
 def parse_infer_request(
-    body: bytes, header_length: str | None, datatypes: dict[str, str]
+    body: bytes, header_length: str | None, datatypes: dict[str, str], max_depth: int
 ) -> InferRequest:
     """Split and decode a request body whose inputs must be among `datatypes`.
 
     Raises:
-        InvalidInputError: malformed JSON or binary layout, unknown or repeated
-            input, wrong datatype, element count that does not match the shape,
-            bad base64.
+        InvalidInputError: malformed JSON or binary layout, JSON nested deeper
+            than `max_depth`, unknown or repeated input, wrong datatype,
+            element count that does not match the shape, bad base64.
     """
     json_part, binary_part = _split_body(body, header_length)
+    # Counted before parsing: a deeply nested body would otherwise reach
+    # Python's recursion limit inside the parser.
+    check_json_depth(json_part, max_depth)
     header = _load_json(json_part)
     parameters = _parameters(header, "request")
 
@@ -118,7 +122,7 @@ def _refuse_constant(token: str) -> float:
 def _load_json(data: bytes) -> dict[str, Any]:
     try:
         header = json.loads(data, parse_constant=_refuse_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidInputError(f"the request is not valid JSON: {exc}") from None
     if not isinstance(header, dict):
         raise InvalidInputError("the request must be a JSON object")

@@ -16,7 +16,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from service.api.inputs import json_depth, parse_json
+from service.api.inputs import json_depth
+from service.api.v2_codec import parse_infer_request
 from service.errors import InvalidInputError
 from tests.helpers import CIFAR_SAMPLES, ServerProcess
 from tests.service.probes import exchange, raw_request
@@ -250,11 +251,19 @@ def test_json_depth_counts_nesting_outside_strings() -> None:
     assert json_depth(b'{"a": [1, {"b": []}]}') == 4
     assert json_depth(b'{"a": "[[[[{{{{", "b": "\\"[[["}') == 1
     assert json_depth(b"17") == 0
-    assert parse_json(b'{"inputs": [[1, 2]]}', 3) == {"inputs": [[1, 2]]}
+
+    def parse(body: bytes, max_depth: int = 32) -> object:
+        return parse_infer_request(body, None, {"input": "FP32"}, max_depth)
+
+    shallow = b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [2], "data": [1, 2]}]}'
+    # Object, inputs list, tensor object, data list: four levels.
+    assert parse(shallow, 4).inputs[0].values.tolist() == [1.0, 2.0]  # type: ignore[attr-defined]
+    with pytest.raises(InvalidInputError, match="nests 5 levels"):
+        parse(shallow.replace(b"[1, 2]", b"[[1, 2]]"), 4)
     with pytest.raises(InvalidInputError, match="nests 100 levels"):
-        parse_json(b"[" * 100 + b"]" * 100, 32)
+        parse(b"[" * 100 + b"]" * 100)
     with pytest.raises(InvalidInputError, match="not valid JSON"):
-        parse_json(b'{"a": ', 32)
+        parse(b'{"a": ')
 
 
 def test_deep_or_huge_json_bodies_are_4xx(guarded: ServerProcess) -> None:
