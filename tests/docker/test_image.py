@@ -1,10 +1,10 @@
 """Build the CPU image from the unchanged docker/Dockerfile.cpu, run it, use it.
 
-Opt-in: set RESNET_SERVE_CONTAINER_TESTS=1. From a machine without an engine
-the whole path (engine set-up about 3 min, a cold build about 4 min on two
-cores, these checks about 1 min) exceeds the 8 minutes CI grants it. With
-podman absent and root available, scripts/container_engine_setup.sh installs
-it first (see ../shared/CONTAINERS.md). Everything runs on 127.0.0.1 with
+Opt-in, because it installs an engine and builds an image (from a machine
+without an engine: set-up about 3 min, a cold build about 4 min on two cores,
+these checks about 1 min): set RESNET_SERVE_CONTAINER_TESTS=1, as `.ci/run`
+does. With podman absent and root available,
+scripts/container_engine_setup.sh installs it first (see ../shared/CONTAINERS.md). Everything runs on 127.0.0.1 with
 host networking; the containers and images made here are removed at the end.
 """
 
