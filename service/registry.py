@@ -118,6 +118,7 @@ class LoadedModel:
         except OverloadedError:
             metrics.DROPPED.labels(self.name, "overload").inc()
             raise
+        self.runtime.subnetworks.count_request(removed)
         try:
             await self._wait(futures, deadline)
         except asyncio.CancelledError:

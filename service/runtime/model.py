@@ -43,10 +43,10 @@ class BatchOutput:
 class SubnetworkCache:
     """Pruned sessions for the most recently used sets of removed blocks.
 
-    A set must be asked for `prune_after` times before its graph is built, in
-    the background, so that one-off sets never pay for a session build. At
-    most `capacity` sessions are kept (least recently used goes first); the
-    request counts are bounded the same way.
+    A set must be asked for by `prune_after` requests before its graph is
+    built, in the background, so that one-off sets never pay for a session
+    build. At most `capacity` sessions are kept (least recently used goes
+    first); the request counts are bounded the same way.
     """
 
     def __init__(self, capacity: int, prune_after: int, build: Any) -> None:
@@ -60,22 +60,33 @@ class SubnetworkCache:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="prune")
 
     def lookup(self, removed: RemovedSet) -> ort.InferenceSession | None:
-        """The pruned session for `removed`, counting the request; None if not built."""
+        """The pruned session for `removed`, or None if none is built."""
         if self.capacity == 0 or not removed:
             return None
         with self._lock:
             session = self._sessions.get(removed)
             if session is not None:
                 self._sessions.move_to_end(removed)
-                return session
+            return session
+
+    def count_request(self, removed: RemovedSet) -> None:
+        """Count one request for `removed`; the `prune_after`-th starts its build.
+
+        Counted per request, not per image or batch row: otherwise a single
+        request of several images would build a graph for a one-off set.
+        """
+        if self.capacity == 0 or not removed:
+            return
+        with self._lock:
+            if removed in self._sessions or removed in self._building:
+                return
             count = self._counts.pop(removed, 0) + 1
             self._counts[removed] = count
             while len(self._counts) > 64 * self.capacity:
                 self._counts.popitem(last=False)
-            if count >= self.prune_after and removed not in self._building:
+            if count >= self.prune_after:
                 self._building.add(removed)
                 self._executor.submit(self._build_and_store, removed)
-        return None
 
     def _build_and_store(self, removed: RemovedSet) -> None:
         try:
@@ -83,11 +94,13 @@ class SubnetworkCache:
         except Exception:
             logger.exception("building the pruned graph without blocks %s failed",
                              sorted(removed))
-            return
-        finally:
             with self._lock:
                 self._building.discard(removed)
+            return
+        # Stored and marked done under one lock: in between, a request would
+        # find the set neither built nor building and start a second build.
         with self._lock:
+            self._building.discard(removed)
             self._sessions[removed] = session
             self._counts.pop(removed, None)
             while len(self._sessions) > self.capacity:
