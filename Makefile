@@ -55,12 +55,17 @@ clean:
 # report (docs/soak.md); not part of `make test`. SOAK_ARGS=--duration-s 60 for less.
 SOAK_ARGS ?=
 soak: install
-	$(BIN)/python scripts/soak.py $(SOAK_ARGS)
+	$(BIN)/python scripts/soak.py --report docs/soak.md $(SOAK_ARGS)
 
 # Throughput and latency against raw ONNX Runtime, measured back to back in one
-# run (docs/benchmarks.md); needs wrk (apt-get install wrk) and
-# ../shared/tools/perf_analyzer. Run it on a quiet machine. BENCH_ARGS=--help.
+# run (docs/benchmarks.md): the protocols (perf_analyzer from ../shared/tools
+# and wrk, installed from Debian's packages when missing and run as root), then
+# the sub-networks. Run it on a quiet machine. BENCH_ARGS=--help,
+# SUBNETWORK_BENCH_ARGS=--help.
 BENCH_ARGS ?=
+SUBNETWORK_BENCH_ARGS ?=
 bench: install
+	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk >/dev/null; } \
+	  || echo "wrk is missing: apt-get install wrk"
 	$(BIN)/python -m scripts.bench_protocols $(BENCH_ARGS)
-	@if [ -f scripts/bench_subnetwork.py ]; then $(BIN)/python scripts/bench_subnetwork.py; fi
+	$(BIN)/python scripts/bench_subnetwork.py $(SUBNETWORK_BENCH_ARGS)
