@@ -1,13 +1,17 @@
-"""Session fixtures: the two default models exported from the weights mirror."""
+"""Session fixtures: the two default models exported from the weights mirror, and
+the CIFAR-10 test set decoded once."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from tests.helpers import ServerProcess, weights_mirror
+from models.manifest import CIFAR_PREPROCESSING, LABELS_DIR, read_labels
+from service.lesion.dataset import LabelledImages, load_folder
+from tests.helpers import CIFAR_TEST_JPEG, ServerProcess, weights_mirror
 
 DEFAULT_MODELS = ("resnet20-cifar10", "resnet56-cifar10")
 
@@ -44,3 +48,15 @@ def server(repository: Path) -> Iterator[ServerProcess]:
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def cifar10_test_set() -> LabelledImages:
+    """The 10,000 test JPEGs, preprocessed as the service does (about 120 MB)."""
+    if not CIFAR_TEST_JPEG.is_dir():
+        pytest.skip(f"no CIFAR-10 JPEG test set at {CIFAR_TEST_JPEG}")
+    labels = read_labels(LABELS_DIR / "cifar10.txt")
+    data = load_folder(CIFAR_TEST_JPEG, CIFAR_PREPROCESSING, labels)
+    assert len(data.inputs) == 10_000
+    assert np.bincount(data.labels).tolist() == [1000] * 10
+    return data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import onnxruntime as ort
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -21,6 +23,19 @@ CIFAR_TEST_JPEG = SHARED / "data" / "cifar10-test-jpeg"
 
 def weights_mirror() -> Path:
     return Path(os.environ.get("RESNET_SERVE_WEIGHTS_MIRROR") or SHARED / "weights")
+
+
+def cuda_unavailable_reason() -> str | None:
+    """Why ONNX Runtime cannot run on an NVIDIA GPU here; None when it can."""
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return "this onnxruntime build has no CUDAExecutionProvider (install onnxruntime-gpu)"
+    if shutil.which("nvidia-smi") is None:
+        return "no nvidia-smi on PATH: no NVIDIA driver"
+    listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30,
+                             check=False)
+    if listing.returncode != 0 or "GPU" not in listing.stdout:
+        return f"nvidia-smi -L lists no GPU: {(listing.stderr or listing.stdout).strip()}"
+    return None
 
 
 def sample_label(path: Path) -> int:
@@ -71,7 +86,9 @@ class ServerProcess:
         raise TimeoutError(f"server not ready after {timeout_s} s:\n{self.log()}")
 
     def log(self) -> str:
-        self._log.flush()
+        # Still readable after `stop`, which closes our handle on the file.
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> int:

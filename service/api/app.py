@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import __version__
-from service.api.errors import error_response, install_error_handlers
+from service.api.errors import ErrorBody, error_response, install_error_handlers
 from service.api.middleware import ServiceMiddleware
 from service.api.routes_v1 import build_router
 from service.api.routes_v2 import build_v2_router
@@ -96,7 +96,7 @@ def _add_health_and_metrics(app: FastAPI, state: ServiceState) -> None:
 
     @app.get(
         "/health/ready", response_model=HealthResponse, tags=["health"],
-        responses={503: {"description": "Not ready: loading or draining"}},
+        responses={503: {"model": ErrorBody, "description": "Not ready: loading or draining"}},
     )
     async def ready() -> Any:
         """200 once every configured model is loaded and warmed up."""

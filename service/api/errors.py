@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -126,6 +127,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, object]]:
 
 #: What the middleware may answer on any route outside `OPEN_PATHS`.
 _MIDDLEWARE_ERRORS = (401, 503)
+_FASTAPI_VALIDATION_REF = "#/components/schemas/HTTPValidationError"
 
 
 def _document_common_errors(app: FastAPI) -> None:
@@ -149,6 +151,7 @@ def _document_common_errors(app: FastAPI) -> None:
 def _add_common_errors(schema: dict[str, Any]) -> None:
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components.setdefault("ErrorBody", ErrorBody.model_json_schema())
+    _document_validation_errors(schema)
     descriptions = error_responses(401, 404, 503)
     for path, operations in schema.get("paths", {}).items():
         if path == "/" or path.startswith(OPEN_PATHS):
@@ -163,3 +166,22 @@ def _add_common_errors(schema: dict[str, Any]) -> None:
                         "schema": {"$ref": "#/components/schemas/ErrorBody"}
                     }},
                 })
+
+
+def _document_validation_errors(schema: dict[str, Any]) -> None:
+    """Give FastAPI's own 422 entries the shape `_validation_error` really answers.
+
+    FastAPI documents a 422 of `{"detail": [...]}` on every operation with
+    parameters; ours answer `{"error": "..."}` like every other error.
+    """
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            answer = operation.get("responses", {}).get("422", {})
+            media = answer.get("content", {}).get("application/json", {})
+            if media.get("schema") == {"$ref": _FASTAPI_VALIDATION_REF}:
+                media["schema"] = {"$ref": "#/components/schemas/ErrorBody"}
+
+    components = schema["components"]["schemas"]
+    if _FASTAPI_VALIDATION_REF not in json.dumps(schema):
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)

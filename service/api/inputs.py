@@ -127,7 +127,8 @@ async def read_images(request: Request, max_bytes: int, max_images: int) -> list
     for position, upload in enumerate(uploads, start=1):
         if not isinstance(upload, UploadFile):
             raise InvalidInputError(
-                f"image {position}: field {FORM_FIELD!r} must be a file upload, not text"
+                f"image {position} of {len(uploads)}: field {FORM_FIELD!r} must be a "
+                "file upload, not text"
             )
         images.append(await upload.read())
     await form.close()
@@ -140,7 +141,7 @@ def _preprocess_all(
     tensors = []
     many = len(images) > 1
     for position, data in enumerate(images, start=1):
-        where = f"image {position}: " if many else ""
+        where = f"image {position} of {len(images)}: " if many else ""
         try:
             tensors.append(decode_and_preprocess(data, spec, max_pixels))
         except ImageTooLargeError as exc:

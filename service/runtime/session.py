@@ -27,19 +27,17 @@ def normalise_provider(name: str) -> str:
 def usable_providers(requested: list[str]) -> list[str]:
     """The requested providers this onnxruntime build has, CPU always last."""
     available = set(ort.get_available_providers())
-    chosen = []
-    for name in map(normalise_provider, requested):
-        if name in available and name not in chosen:
-            chosen.append(name)
-        elif name not in available:
-            logger.warning(
-                "execution provider %s requested but not available in this "
-                "onnxruntime build (available: %s); falling back",
-                name, ", ".join(sorted(available)),
-            )
-    if CPU in chosen:
-        chosen.remove(CPU)
-    return [*chosen, CPU]
+    names = list(dict.fromkeys(map(normalise_provider, requested)))
+    missing = [name for name in names if name not in available]
+    chosen = [name for name in names if name in available and name != CPU]
+    chosen.append(CPU)
+    for name in missing:
+        logger.warning(
+            "execution provider %s requested but not available in this onnxruntime "
+            "build (available: %s); falling back to %s",
+            name, ", ".join(sorted(available)), chosen[0],
+        )
+    return chosen
 
 
 def session_options(threads: int) -> ort.SessionOptions:

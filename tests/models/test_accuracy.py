@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from models.build import build_from_spec, load_weights
-from models.manifest import CIFAR_PREPROCESSING, LABELS_DIR, get_spec, read_labels
-from models.preprocessing import decode_and_preprocess
+from models.manifest import get_spec
 from models.prepare import ensure_models
+from models.preprocessing import decode_and_preprocess
 from models.weights import fetch_weights
-from service.lesion.dataset import LabelledImages, load_folder
+from service.lesion.dataset import LabelledImages
 from service.lesion.evaluation import load_runtime, predict, top1_error
-from tests.helpers import CIFAR_SAMPLES, CIFAR_TEST_JPEG, sample_label
+from tests.helpers import CIFAR_SAMPLES, sample_label
 
 MEASURED_ERROR = {
     "resnet20-cifar10": 0.190,
@@ -31,17 +31,6 @@ TOLERANCE = 0.0015  # 0.15 percentage points
 
 
 @pytest.fixture(scope="module")
-def test_set() -> LabelledImages:
-    if not CIFAR_TEST_JPEG.is_dir():
-        pytest.skip(f"no CIFAR-10 JPEG test set at {CIFAR_TEST_JPEG}")
-    labels = read_labels(LABELS_DIR / "cifar10.txt")
-    data = load_folder(CIFAR_TEST_JPEG, CIFAR_PREPROCESSING, labels)
-    assert len(data.inputs) == 10_000
-    assert np.bincount(data.labels).tolist() == [1000] * 10
-    return data
-
-
-@pytest.fixture(scope="module")
 def all_cifar(repository: Path, mirror: Path, weights_cache: Path) -> Path:
     ensure_models(list(MEASURED_ERROR), repository, cache_dir=weights_cache, mirror=str(mirror))
     return repository
@@ -50,21 +39,22 @@ def all_cifar(repository: Path, mirror: Path, weights_cache: Path) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(MEASURED_ERROR))
 def test_onnx_error_matches_pytorch_and_the_measured_figure(
-    all_cifar: Path, test_set: LabelledImages, mirror: Path, weights_cache: Path, name: str
+    all_cifar: Path, cifar10_test_set: LabelledImages, mirror: Path, weights_cache: Path,
+    name: str,
 ) -> None:
     runtime = load_runtime(all_cifar, name)
-    served = predict(runtime, test_set.inputs)
+    served = predict(runtime, cifar10_test_set.inputs)
 
     spec = get_spec(name)
     network = load_weights(build_from_spec(spec), fetch_weights(spec, weights_cache, str(mirror)))
     with torch.no_grad():
         reference = torch.cat([
             network(torch.from_numpy(chunk)).argmax(1)
-            for chunk in np.array_split(test_set.inputs, 40)
+            for chunk in np.array_split(cifar10_test_set.inputs, 40)
         ]).numpy()
 
     assert (served == reference).all(), f"{int((served != reference).sum())} predictions differ"
-    error = top1_error(served, test_set.labels)
+    error = top1_error(served, cifar10_test_set.labels)
     print(f"{name}: top-1 error {error:.2%} on the JPEG test set")
     assert abs(error - MEASURED_ERROR[name]) <= TOLERANCE
 
