@@ -11,7 +11,7 @@ import pytest
 
 from models.manifest import CIFAR_PREPROCESSING, LABELS_DIR, read_labels
 from service.lesion.dataset import LabelledImages, load_folder
-from tests.helpers import CIFAR_TEST_JPEG, ServerProcess, weights_mirror
+from tests.helpers import CIFAR_TEST_JPEG, ServerProcess, running_server, weights_mirror
 
 DEFAULT_MODELS = ("resnet20-cifar10", "resnet56-cifar10")
 
@@ -42,12 +42,8 @@ def repository(tmp_path_factory: pytest.TempPathFactory, mirror: Path, weights_c
 @pytest.fixture(scope="session")
 def server(repository: Path) -> Iterator[ServerProcess]:
     """One real server for the read-mostly integration tests."""
-    process = ServerProcess(repository, models=",".join(DEFAULT_MODELS))
-    try:
-        process.wait_ready()
+    with running_server(repository, models=",".join(DEFAULT_MODELS)) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="session")

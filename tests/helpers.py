@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -101,3 +103,14 @@ class ServerProcess:
             return self.process.wait()
         finally:
             self._log.close()
+
+
+@contextmanager
+def running_server(repository: Path, **settings: object) -> Iterator[ServerProcess]:
+    """A `ServerProcess` that is ready inside the block and stopped after it."""
+    process = ServerProcess(repository, **settings)
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()

@@ -3,8 +3,8 @@
 Opt-in, because it installs an engine and builds an image (from a machine
 without an engine: set-up about 3 min, a cold build about 4 min on two cores,
 these checks about 1 min): set RESNET_SERVE_CONTAINER_TESTS=1, as `.ci/run`
-does. With podman absent and root available,
-scripts/container_engine_setup.sh installs it first (see ../shared/CONTAINERS.md). Everything runs on 127.0.0.1 with
+does. With podman absent and root available, scripts/container_engine_setup.sh
+installs it first (see ../shared/CONTAINERS.md). Everything runs on 127.0.0.1 with
 host networking; the containers and images made here are removed at the end.
 """
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import CIFAR_TEST_JPEG, ServerProcess
+from tests.helpers import CIFAR_TEST_JPEG, ServerProcess, running_server
 
 CLIENTS = 32
 MODEL = "resnet20-cifar10"
@@ -42,24 +42,16 @@ def batching_server(repository: Path, tmp_path_factory: pytest.TempPathFactory,
                     ) -> Iterator[ServerProcess]:
     config = tmp_path_factory.mktemp("batching") / "models.json"
     config.write_text(json.dumps({PATIENT: {"max_queue_delay_ms": PATIENT_DELAY_MS}}))
-    process = ServerProcess(repository, models=f"{MODEL},{PATIENT}", max_batch_size=CLIENTS,
-                            max_queue_delay_ms=QUEUE_DELAY_MS, model_config=config)
-    try:
-        process.wait_ready()
+    with running_server(repository, models=f"{MODEL},{PATIENT}", max_batch_size=CLIENTS,
+                        max_queue_delay_ms=QUEUE_DELAY_MS, model_config=config) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="module")
 def split_server(repository: Path) -> Iterator[ServerProcess]:
-    process = ServerProcess(repository, models=MODEL, max_batch_size=SPLIT_BATCH,
-                            max_queue_delay_ms=QUEUE_DELAY_MS)
-    try:
-        process.wait_ready()
+    with running_server(repository, models=MODEL, max_batch_size=SPLIT_BATCH,
+                        max_queue_delay_ms=QUEUE_DELAY_MS) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def batch_sizes(url: str, model: str) -> dict[str, float]:

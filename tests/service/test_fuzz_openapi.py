@@ -11,7 +11,6 @@ generation is derandomised, so the CI run is bounded and repeatable.
 from __future__ import annotations
 
 import httpx
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st

@@ -14,8 +14,13 @@ from tests.helpers import CIFAR_SAMPLES, ServerProcess, sample_label
 CAT = next(path for path in CIFAR_SAMPLES if path.name == "cifar10_00_3.png")
 
 
-def _classify(server: ServerProcess, model: str, files: list[bytes], **params: object) -> httpx.Response:
-    parts = [("file", (f"image{i}", data, "application/octet-stream")) for i, data in enumerate(files)]
+def _classify(
+    server: ServerProcess, model: str, files: list[bytes], **params: object
+) -> httpx.Response:
+    parts = [
+        ("file", (f"image{i}", data, "application/octet-stream"))
+        for i, data in enumerate(files)
+    ]
     return httpx.post(f"{server.url}/v1/models/{model}/classify", files=parts, params=params,
                       timeout=30)
 

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from models.weights import sha256_of
-from tests.helpers import CIFAR_SAMPLES, ServerProcess
+from tests.helpers import CIFAR_SAMPLES, ServerProcess, running_server
 from tests.service.probes import wait_for
 
 CPU = "CPUExecutionProvider"
@@ -45,12 +45,8 @@ IMAGE = CIFAR_SAMPLES[0].read_bytes()
 @pytest.fixture(scope="module")
 def debug_server(repository: Path) -> Iterator[ServerProcess]:
     """Logs a line per request (DEBUG), each with its request id."""
-    process = ServerProcess(repository, models=MODELS[0][0], log_level="DEBUG")
-    try:
-        process.wait_ready()
+    with running_server(repository, models=MODELS[0][0], log_level="DEBUG") as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import CIFAR_SAMPLES, ServerProcess, cuda_unavailable_reason
+from tests.helpers import CIFAR_SAMPLES, ServerProcess, running_server, cuda_unavailable_reason
 from tests.service.probes import metric
 
 MODEL = "resnet20-cifar10"
@@ -23,12 +23,8 @@ CAT = CIFAR_SAMPLES[0]
 def fallback_server(repository: Path) -> Iterator[ServerProcess]:
     if cuda_unavailable_reason() is None:
         pytest.skip("CUDA runs here: there is nothing to fall back from (see test_gpu.py)")
-    process = ServerProcess(repository, models=MODEL, providers=f"{CUDA},{CPU}")
-    try:
-        process.wait_ready()
+    with running_server(repository, models=MODEL, providers=f"{CUDA},{CPU}") as process:
         yield process
-    finally:
-        process.stop()
 
 
 def test_server_falls_back_to_the_cpu_and_serves(fallback_server: ServerProcess) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import CIFAR_SAMPLES, ServerProcess
+from tests.helpers import CIFAR_SAMPLES, ServerProcess, running_server
 from tests.service.probes import metric, raw_request, wait_for
 
 SLOW = "resnet20-cifar10"
@@ -29,20 +29,18 @@ IMAGE = CIFAR_SAMPLES[0].read_bytes()
 
 
 @pytest.fixture(scope="module")
-def slow_server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def slow_server(
+    repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     config = tmp_path_factory.mktemp("reliability") / "models.json"
     config.write_text(json.dumps({
         SLOW: {"max_batch_size": 64, "max_queue_delay_ms": QUEUE_DELAY_S * 1000,
                "max_queue_size": QUEUE_SIZE},
         BIG: {"max_batch_size": 256, "max_queue_delay_ms": 0, "max_queue_size": 512},
     }))
-    process = ServerProcess(repository, models=f"{SLOW},{BIG}", model_config=config,
-                            max_images_per_request=256)
-    try:
-        process.wait_ready()
+    with running_server(repository, models=f"{SLOW},{BIG}", model_config=config,
+                        max_images_per_request=256) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def _classify(url: str, model: str, images: list[bytes], timeout_s: float | None = None,

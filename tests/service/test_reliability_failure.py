@@ -21,7 +21,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.helpers import CIFAR_SAMPLES, ServerProcess
+from tests.helpers import CIFAR_SAMPLES, ServerProcess, running_server
 from tests.service.probes import metric, png
 
 FAULTY = "faulty-net"
@@ -114,13 +114,9 @@ def faulty_server(repository: Path, tmp_path_factory: pytest.TempPathFactory,
     (folder / "metadata.json").write_text(json.dumps(_faulty_metadata()))
     shutil.copytree(repository / "resnet20-cifar10", root / "resnet20-cifar10")
 
-    process = ServerProcess(root, models=f"{FAULTY},resnet20-cifar10",
-                            max_batch_size=BATCH, max_queue_delay_ms=400)
-    try:
-        process.wait_ready()
+    with running_server(root, models=f"{FAULTY},resnet20-cifar10",
+                        max_batch_size=BATCH, max_queue_delay_ms=400) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def _classify(url: str, model: str, image: bytes) -> httpx.Response:

@@ -19,7 +19,7 @@ from PIL import Image
 from service.api.inputs import json_depth
 from service.api.v2_codec import parse_infer_request
 from service.errors import InvalidInputError
-from tests.helpers import CIFAR_SAMPLES, ServerProcess
+from tests.helpers import CIFAR_SAMPLES, ServerProcess, running_server
 from tests.service.probes import exchange, raw_request
 
 KEY = "s3cret-key-for-tests-only-7f3a"
@@ -39,16 +39,12 @@ def guarded(repository: Path, tmp_path_factory: pytest.TempPathFactory,
     root = tmp_path_factory.mktemp("guarded")
     shutil.copytree(repository / MODEL, root / "repository" / MODEL)
     shutil.copytree(repository / MODEL, root / "outside" / "1")
-    process = ServerProcess(
+    with running_server(
         root / "repository", models=MODEL, api_key=KEY, log_level="DEBUG",
         max_body_bytes=MAX_BODY, max_images_per_request=MAX_IMAGES,
         max_image_pixels=MAX_PIXELS, max_header_bytes=MAX_HEADER, max_json_depth=16,
-    )
-    try:
-        process.wait_ready()
+    ) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def _post_image(server: ServerProcess, data: bytes, **headers: str) -> httpx.Response:

@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.helpers import CIFAR_SAMPLES, ServerProcess
+from tests.helpers import CIFAR_SAMPLES, ServerProcess, running_server
 
 MODEL = "resnet20-cifar10"
 CAT = next(path for path in CIFAR_SAMPLES if path.name == "cifar10_00_3.png")
@@ -185,12 +185,8 @@ def test_statistics_and_metrics_count_v2_requests(server: ServerProcess) -> None
 
 @pytest.fixture(scope="module")
 def tiny_queue_server(repository: Path) -> Iterator[ServerProcess]:
-    process = ServerProcess(repository, models=MODEL, max_queue_size=1)
-    try:
-        process.wait_ready()
+    with running_server(repository, models=MODEL, max_queue_size=1) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def test_full_queue_is_503(tiny_queue_server: ServerProcess) -> None:
