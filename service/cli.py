@@ -1,7 +1,8 @@
 """The `resnet-serve` command: fetch, export, serve, lesion.
 
-Exporting and the lesion study need PyTorch (the `[export]` extra); `serve`
-does not, as long as the configured models are already in the repository.
+Exporting needs PyTorch and the lesion study's figure needs matplotlib (both
+in the `[export]` extra); `serve` needs neither, as long as the configured
+models are already in the repository.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from service.lesion.command import add_arguments as add_lesion_arguments
 from service.logging import configure_logging
 from service.settings import Settings
 
@@ -124,7 +126,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_lesion(args: argparse.Namespace) -> int:
-    from models.lesion import main as lesion_main
+    from service.lesion.command import main as lesion_main
 
     return lesion_main(args)
 
@@ -180,14 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(handler=_cmd_serve)
 
-    try:
-        from models.lesion import add_arguments
-    except ImportError:
-        add_arguments = None
-    if add_arguments is not None:
-        lesion = commands.add_parser("lesion", help="lesion study: accuracy with blocks removed")
-        add_arguments(lesion)
-        lesion.set_defaults(handler=_cmd_lesion)
+    lesion = commands.add_parser(
+        "lesion", help="lesion study: top-1 error with blocks removed or reordered",
+    )
+    add_lesion_arguments(lesion)
+    lesion.set_defaults(handler=_cmd_lesion)
     return parser
 
 
@@ -199,9 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except Exception as exc:
+        from models.repository import RepositoryError
         from models.weights import WeightsError
 
-        if isinstance(exc, (WeightsError, KeyError, FileNotFoundError)):
+        if isinstance(exc, (WeightsError, RepositoryError, KeyError, FileNotFoundError)):
             print(f"resnet-serve {args.command}: {exc}", file=sys.stderr)
             return 2
         raise
