@@ -13,7 +13,9 @@ from typing import Any
 
 from service.settings import Settings
 
-DEFAULT_OUT = Path("docs/lesion")
+# Not docs/lesion/: a run started from the repository root would overwrite the
+# published results kept there.
+DEFAULT_OUT = Path("lesion-results")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
