@@ -17,6 +17,12 @@ from models.manifest import Preprocessing
 
 DEFAULT_MAX_PIXELS = 40_000_000
 
+#: The formats Pillow may open, by its names (its JPEG reader also gives the
+#: MPO files of many phone cameras). Pillow knows dozens more; some hand the
+#: bytes to outside programs (EPS to Ghostscript), and none is needed here.
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+_FORMAT_NAMES = "JPEG, PNG, WebP, BMP, TIFF or GIF"
+
 # Our own pixel limit is checked first and is lower; Pillow's check would
 # otherwise raise its own error (or warn) with a message we do not control.
 Image.MAX_IMAGE_PIXELS = None
@@ -51,9 +57,9 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     if not data:
         raise InvalidImageError("the image is empty (0 bytes)")
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except UnidentifiedImageError:
-        raise InvalidImageError("not a recognised image format") from None
+        raise InvalidImageError(f"not an image in an accepted format ({_FORMAT_NAMES})") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise InvalidImageError(f"cannot read the image header: {exc}") from None
 

@@ -27,6 +27,10 @@ class PayloadTooLargeError(InvalidInputError):
     """Body, image or image count over its configured limit."""
 
 
+class RequestTimeoutError(InvalidInputError):
+    """The client did not send its whole request before the request's deadline."""
+
+
 class ModelNotFoundError(ServiceError):
     """No such model, or no such version of it, is loaded."""
 

@@ -1,10 +1,14 @@
-"""uvicorn's HTTP protocol with a limit on the size of a request's head.
+"""uvicorn's HTTP protocol with limits on the size and the arrival time of a request's head.
 
 httptools, uvicorn's default parser, buffers a request line and headers of any
 size: one client could make the process hold gigabytes before the application
 sees a thing. This subclass counts the head as it arrives and answers 431 as
 soon as it passes `max_header_bytes`. Without httptools, uvicorn's h11
 protocol applies `h11_max_incomplete_event_size` instead (answering 400).
+
+uvicorn's keep-alive timer stops at a head's first byte, so a client that sends
+half a head and then waits would hold its connection for ever; a head that is
+not complete `head_timeout_s` after its first byte is answered 408 instead.
 """
 
 from __future__ import annotations
@@ -22,12 +26,10 @@ except ImportError:  # httptools is optional in uvicorn
     HttpToolsProtocol = None
 
 
-def _refusal(max_header_bytes: int) -> bytes:
-    body = json.dumps({
-        "error": f"request line and headers are over the limit of {max_header_bytes} bytes"
-    }).encode()
+def _refusal(status: str, message: str) -> bytes:
+    body = json.dumps({"error": message}).encode()
     head = (
-        "HTTP/1.1 431 Request Header Fields Too Large\r\n"
+        f"HTTP/1.1 {status}\r\n"
         "content-type: application/json\r\n"
         f"content-length: {len(body)}\r\n"
         "connection: close\r\n\r\n"
@@ -41,18 +43,24 @@ if HttpToolsProtocol is not None:
         """httptools protocol that refuses heads over `max_header_bytes` with 431."""
 
         max_header_bytes = 64 * 1024
+        head_timeout_s = 30.0
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._head_open = True
             self._head_received = 0
             self._head_parsed = 0
+            self._head_timer: asyncio.TimerHandle | None = None
             self._refused = False
 
         def data_received(self, data: bytes) -> None:
             if self._refused:
                 return
             if self._head_open:
+                if self._head_received == 0 and data:
+                    self._head_timer = self.loop.call_later(
+                        self.head_timeout_s, self._head_too_slow
+                    )
                 self._head_received += len(data)
             super().data_received(data)
             # A head still incomplete after this many bytes sits in the parser's buffers.
@@ -77,6 +85,7 @@ if HttpToolsProtocol is not None:
         def on_headers_complete(self) -> None:
             self._head_open = False
             self._head_received = 0
+            self._cancel_head_timer()
             # A head that arrived whole in one read is measured from what was parsed.
             if self._refused or self._head_parsed > self.max_header_bytes:
                 self._refuse()
@@ -93,22 +102,50 @@ if HttpToolsProtocol is not None:
             self._head_open = True
             super().on_message_complete()
 
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._cancel_head_timer()
+            super().connection_lost(exc)
+
+        def _cancel_head_timer(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
         def _refuse(self) -> None:
+            limit = self.max_header_bytes
+            logger.debug("refused a request head over %d bytes", limit)
+            self._close_with(
+                "431 Request Header Fields Too Large",
+                f"request line and headers are over the limit of {limit} bytes",
+            )
+
+        def _head_too_slow(self) -> None:
+            self._head_timer = None
+            if not self._head_open:
+                return
+            logger.debug("request head incomplete after %.1f s", self.head_timeout_s)
+            self._close_with(
+                "408 Request Timeout",
+                f"the request line and headers did not arrive within {self.head_timeout_s:g} s",
+            )
+
+        def _close_with(self, status: str, message: str) -> None:
             if self._refused:
                 return
             self._refused = True
-            logger.debug("refused a request head over %d bytes", self.max_header_bytes)
-            self.transport.write(_refusal(self.max_header_bytes))
+            self._cancel_head_timer()
+            self.transport.write(_refusal(status, message))
             self.transport.close()
 
 
-def protocol_with_header_limit(max_header_bytes: int) -> type[asyncio.Protocol] | str:
-    """The uvicorn `http` setting that enforces `max_header_bytes`."""
+def protocol_with_header_limit(
+    max_header_bytes: int, head_timeout_s: float
+) -> type[asyncio.Protocol] | str:
+    """The uvicorn `http` setting that enforces `max_header_bytes` and `head_timeout_s`."""
     if HttpToolsProtocol is None:
         return "h11"
-    return type(
-        "HeaderLimitedProtocol", (HeaderLimitedProtocol,), {"max_header_bytes": max_header_bytes}
-    )
+    limits = {"max_header_bytes": max_header_bytes, "head_timeout_s": head_timeout_s}
+    return type("HeaderLimitedProtocol", (HeaderLimitedProtocol,), limits)
 
 
 __all__ = ["protocol_with_header_limit"]

@@ -83,7 +83,7 @@ def run_server(settings: Settings) -> int:
     state = app.state.service
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_config=None,
-        http=protocol_with_header_limit(settings.max_header_bytes),
+        http=protocol_with_header_limit(settings.max_header_bytes, settings.request_timeout_s),
         h11_max_incomplete_event_size=settings.max_header_bytes,
         timeout_graceful_shutdown=max(1, math.ceil(settings.shutdown_grace_s)),
         access_log=False,

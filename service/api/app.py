@@ -65,17 +65,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(build_web_router(state.registry, settings))
     _add_health_and_metrics(app, state)
 
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware, allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"], allow_headers=["*"],
-        )
     app.add_middleware(
         ServiceMiddleware,
         configured_models=state.registry.configured_names,
         api_key=settings.api_key,
         is_draining=lambda: state.draining,
     )
+    if settings.cors_origins:
+        # Outermost, added last: preflights carry no credentials, so they are
+        # answered before the API key is asked for, and refusals (a 401 too)
+        # carry the CORS headers that let a page read them.
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"], allow_headers=["*"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
     return app
 
 

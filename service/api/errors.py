@@ -11,7 +11,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
+from service.api.disconnect import CLIENT_CLOSED_REQUEST
 from service.api.middleware import OPEN_PATHS
 from service.errors import (
     DeadlineExceededError,
@@ -22,6 +24,7 @@ from service.errors import (
     ModelNotReadyError,
     OverloadedError,
     PayloadTooLargeError,
+    RequestTimeoutError,
     ServiceError,
     UnauthorizedError,
     UnsupportedMediaTypeError,
@@ -34,6 +37,7 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     InvalidParameterError: 422,
     UnsupportedMediaTypeError: 415,
     PayloadTooLargeError: 413,
+    RequestTimeoutError: 408,
     InvalidInputError: 400,
     UnauthorizedError: 401,
     ModelNotFoundError: 404,
@@ -70,6 +74,9 @@ def response_for(error: ServiceError) -> JSONResponse:
         headers["Retry-After"] = "1"
     if isinstance(error, UnauthorizedError):
         headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(error, RequestTimeoutError):
+        # The rest of the body may still be on its way: this connection is spent.
+        headers["Connection"] = "close"
     return error_response(status, error.message, headers)
 
 
@@ -103,6 +110,14 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"method {request.method} not allowed on {request.url.path!r}"
         return error_response(exc.status_code, message, getattr(exc, "headers", None))
 
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # The client hung up while sending its body: nobody reads this answer,
+        # and it is no fault of ours, so no traceback. The status is what the
+        # metrics and the log record (nginx's 499).
+        logger.debug("client left during %s %s", request.method, request.url.path)
+        return error_response(CLIENT_CLOSED_REQUEST, "the client closed the connection")
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -115,6 +130,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, object]]:
         400: "Corrupt, truncated, empty or non-image input",
         401: "Missing or wrong API key",
         404: "Unknown model or version",
+        408: "The request did not arrive before its deadline",
         413: "Body, image or image count over the configured limit",
         415: "Unsupported content type",
         422: "Invalid query parameter",

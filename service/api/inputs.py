@@ -11,13 +11,20 @@ from typing import TypeVar
 import numpy as np
 from fastapi import Request
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from models.manifest import Preprocessing
 from models.preprocessing import ImageTooLargeError, InvalidImageError, decode_and_preprocess
-from service.errors import InvalidInputError, PayloadTooLargeError, UnsupportedMediaTypeError
+from service.errors import (
+    InvalidInputError,
+    PayloadTooLargeError,
+    RequestTimeoutError,
+    UnsupportedMediaTypeError,
+)
 
 FORM_FIELD = "file"
+_MAX_FORM_FIELDS = 1000
 T = TypeVar("T")
 
 # A JSON string, escapes included, written so that the regex engine never backtracks.
@@ -33,8 +40,15 @@ _JSON_INLINE_BYTES = 1024 * 1024
 _decode_pool = ThreadPoolExecutor(2, thread_name_prefix="decode")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing it as soon as it is known to exceed `limit`."""
+async def read_body(request: Request, limit: int, deadline: float) -> bytes:
+    """The whole body, refusing it as soon as it is known to exceed `limit`.
+
+    Raises:
+        PayloadTooLargeError: the body is over `limit` bytes.
+        RequestTimeoutError: it had not all arrived at `deadline` (monotonic
+            seconds): a client that trickles its body in holds a connection
+            and its buffers no longer than any other request.
+    """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError(
@@ -42,11 +56,21 @@ async def read_body(request: Request, limit: int) -> bytes:
         )
     chunks = []
     received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > limit:
-            raise PayloadTooLargeError(f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        # The event loop's clock is time.monotonic, the clock of deadlines.
+        async with asyncio.timeout_at(deadline):
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > limit:
+                    raise PayloadTooLargeError(
+                        f"request body is over the limit of {limit} bytes"
+                    )
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeoutError(
+            f"the request body was not complete by the request's deadline "
+            f"({received} bytes had arrived)"
+        ) from None
     body = b"".join(chunks)
     # Starlette's form parser reads the cached body instead of the spent stream.
     request._body = body
@@ -92,13 +116,16 @@ async def parse_off_loop(body: bytes, parse: Callable[[bytes], T]) -> T:
     return await loop.run_in_executor(_decode_pool, parse, body)
 
 
-async def read_images(request: Request, max_bytes: int, max_images: int) -> list[bytes]:
+async def read_images(
+    request: Request, max_bytes: int, max_images: int, deadline: float
+) -> list[bytes]:
     """Encoded images from a multipart `file` field (repeatable) or a raw image body.
 
     Raises:
         UnsupportedMediaTypeError: neither multipart/form-data nor image/*.
         PayloadTooLargeError: body over `max_bytes` or more than `max_images`.
         InvalidInputError: no image in the request, or a malformed form.
+        RequestTimeoutError: the body had not arrived at `deadline`.
     """
     content_type = request.headers.get("content-type", "")
     media_type = content_type.split(";")[0].strip().lower()
@@ -108,14 +135,17 @@ async def read_images(request: Request, max_bytes: int, max_images: int) -> list
             f"multipart/form-data field {FORM_FIELD!r} or as a raw image/* body"
         )
 
-    body = await read_body(request, max_bytes)
+    body = await read_body(request, max_bytes, deadline)
     if media_type.startswith("image/"):
         return [body]
 
     try:
-        form = await request.form(max_files=max_images + 1, max_fields=1000)
+        form = await request.form(max_files=max_images + 1, max_fields=_MAX_FORM_FIELDS)
     except MultiPartException as exc:
-        raise InvalidInputError(f"malformed multipart body: {exc.message}") from None
+        raise _form_error(exc.message, max_images) from None
+    except HTTPException as exc:
+        # Inside an application Starlette hands its parser's refusal on as a 400.
+        raise _form_error(exc.detail, max_images) from None
     uploads = form.getlist(FORM_FIELD)
     if not uploads:
         raise InvalidInputError(f"no image in multipart field {FORM_FIELD!r}")
@@ -133,6 +163,21 @@ async def read_images(request: Request, max_bytes: int, max_images: int) -> list
         images.append(await upload.read())
     await form.close()
     return images
+
+
+def _form_error(message: str, max_images: int) -> InvalidInputError:
+    """Starlette's refusal of a form, in the words of this service's limits."""
+    # Starlette stops at `max_files` parts, whatever their field: it cannot
+    # tell how many there were, only that there were too many.
+    if message.startswith("Too many files"):
+        return PayloadTooLargeError(
+            f"more than {max_images} files in one request; the limit is {max_images} images"
+        )
+    if message.startswith("Too many fields"):
+        return PayloadTooLargeError(
+            f"more than {_MAX_FORM_FIELDS} form fields in one request"
+        )
+    return InvalidInputError(f"malformed multipart body: {message}")
 
 
 def _preprocess_all(

@@ -104,8 +104,9 @@ def build_router(registry: ModelRegistry, settings: Settings) -> APIRouter:
         model = registry.get(model_name)
         removed = parse_remove(model, removed_text) if sub else frozenset()
         deadline = request_deadline(request, settings)
-        images = await read_images(request, settings.max_body_bytes,
-                                   settings.max_images_per_request)
+        images = await read_images(
+            request, settings.max_body_bytes, settings.max_images_per_request, deadline
+        )
         tensors = await preprocess_images(
             images, model.runtime.preprocessing, settings.max_image_pixels
         )
@@ -139,7 +140,7 @@ def build_router(registry: ModelRegistry, settings: Settings) -> APIRouter:
     @router.post(
         "/models/{model}/classify",
         response_model=ClassifyResponse,
-        responses=error_responses(400, 404, 413, 415, 422, 500, 503, 504),
+        responses=error_responses(400, 404, 408, 413, 415, 422, 500, 503, 504),
         openapi_extra=IMAGE_BODY,
     )
     async def classify_full(request: Request, model: str, top_k: TopK = 5) -> dict[str, Any]:
@@ -150,7 +151,7 @@ def build_router(registry: ModelRegistry, settings: Settings) -> APIRouter:
     @router.post(
         "/models/{model}/subnetwork/classify",
         response_model=SubnetworkResponse,
-        responses=error_responses(400, 404, 413, 415, 422, 500, 503, 504),
+        responses=error_responses(400, 404, 408, 413, 415, 422, 500, 503, 504),
         openapi_extra=IMAGE_BODY,
     )
     async def classify_subnetwork(

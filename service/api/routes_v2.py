@@ -56,7 +56,7 @@ Handler = Callable[..., Awaitable[Any]]
 #: How the infer routes appear in the OpenAPI schema: the body is the
 #: protocol's JSON, optionally followed by binary tensor data.
 INFER_DOCS: dict[str, Any] = {
-    "responses": error_responses(400, 404, 413, 500, 503, 504),
+    "responses": error_responses(400, 404, 408, 413, 500, 503, 504),
     "openapi_extra": {"requestBody": {"required": True, "content": {
         "application/json": {"schema": {"type": "object", "required": ["inputs"]}},
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
@@ -153,7 +153,11 @@ def build_v2_router(registry: ModelRegistry, settings: Settings) -> APIRouter:
             raise
 
     async def _infer(request: Request, model: LoadedModel, started: float) -> Response:
-        body = await read_body(request, settings.max_body_bytes)
+        # The header's timeout bounds the body's arrival; the request's own
+        # `timeout` parameter, inside that body, can only shorten the rest.
+        body = await read_body(
+            request, settings.max_body_bytes, request_deadline(request, settings)
+        )
         parse = functools.partial(
             parse_infer_request, header_length=request.headers.get(HEADER_LENGTH),
             datatypes=_DATATYPES, max_depth=settings.max_json_depth,

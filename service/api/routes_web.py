@@ -24,7 +24,7 @@ from models.preprocessing import (
 )
 from service.api.errors import error_responses
 from service.api.inputs import read_images
-from service.api.routes_v1 import IMAGE_BODY
+from service.api.routes_v1 import IMAGE_BODY, request_deadline
 from service.errors import InvalidInputError, PayloadTooLargeError
 from service.registry import ModelRegistry
 from service.settings import Settings
@@ -77,7 +77,7 @@ def build_web_router(registry: ModelRegistry, settings: Settings) -> APIRouter:
         "/v1/models/{model}/preprocess",
         tags=["v1"],
         response_class=Response,
-        responses={**PNG_RESPONSE, **error_responses(400, 401, 404, 413, 415, 503)},
+        responses={**PNG_RESPONSE, **error_responses(400, 401, 404, 408, 413, 415, 422, 503)},
         openapi_extra=IMAGE_BODY,
     )
     async def preprocess(request: Request, model: str) -> Response:
@@ -86,7 +86,8 @@ def build_web_router(registry: ModelRegistry, settings: Settings) -> APIRouter:
         Normalisation (mean and std) is left out: it would not be viewable.
         """
         loaded = registry.get(model)
-        images = await read_images(request, settings.max_body_bytes, max_images=1)
+        deadline = request_deadline(request, settings)
+        images = await read_images(request, settings.max_body_bytes, 1, deadline)
         png = await asyncio.to_thread(
             model_view_png, images[0], loaded.runtime.preprocessing, settings.max_image_pixels
         )

@@ -21,7 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from service.errors import DeadlineExceededError, InferenceFailedError, OverloadedError
+from service.errors import (
+    DeadlineExceededError,
+    InferenceFailedError,
+    OverloadedError,
+    PayloadTooLargeError,
+)
 from service.settings import BatchingConfig
 
 logger = logging.getLogger(__name__)
@@ -109,8 +114,15 @@ class Batcher:
         """Queue one item per tensor; all or none are accepted.
 
         Raises:
-            OverloadedError: the queue cannot take all of them.
+            PayloadTooLargeError: more tensors than the queue can ever hold,
+                which no retry would change.
+            OverloadedError: the queue cannot take all of them now.
         """
+        if len(tensors) > self.config.max_queue_size:
+            raise PayloadTooLargeError(
+                f"{len(tensors)} images in one request; the queue of model {self.name!r} "
+                f"holds at most {self.config.max_queue_size}"
+            )
         if len(self._queue) + len(tensors) > self.config.max_queue_size:
             raise OverloadedError(
                 f"model {self.name!r} is overloaded: its queue holds "

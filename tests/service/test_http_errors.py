@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 
 from tests.helpers import CIFAR_SAMPLES, CIFAR_TEST_JPEG, SAMPLES, ServerProcess
 from tests.service.probes import metric
@@ -35,6 +36,12 @@ def _zip_archive() -> bytes:
     return buffer.getvalue()
 
 
+def _encoded(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
 def _damaged_png_stream() -> bytes:
     """The PNG with 16 bytes of its compressed pixel data inverted."""
     data = bytearray(PNG)
@@ -50,12 +57,18 @@ BAD_IMAGES = {
     "cifar-jpeg-cut-in-half": (JPEG[: len(JPEG) // 2], "truncated"),
     "photo-jpeg-cut-in-half": (PHOTO[: len(PHOTO) // 2], "truncated"),
     "png-damaged-pixel-data": (_damaged_png_stream(), "cannot decode"),
-    "png-signature-then-noise": (PNG[:8] + bytes(range(256)) * 4, "not a recognised image"),
-    "random-bytes": (bytes(range(256)) * 4, "not a recognised image"),
-    "text": (b"a cat, sitting on a mat\n", "not a recognised image"),
+    "png-signature-then-noise": (PNG[:8] + bytes(range(256)) * 4, "accepted format"),
+    "random-bytes": (bytes(range(256)) * 4, "accepted format"),
+    "text": (b"a cat, sitting on a mat\n", "accepted format"),
     "pdf-header": (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\n",
-                   "not a recognised image"),
-    "zip": (_zip_archive(), "not a recognised image"),
+                   "accepted format"),
+    "zip": (_zip_archive(), "accepted format"),
+    # Formats Pillow could read but the service does not take: EPS would be
+    # handed to Ghostscript, where one is installed.
+    "eps": (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n",
+            "accepted format"),
+    "ico": (_encoded(Image.open(CIFAR_SAMPLES[0]), "ICO"), "accepted format"),
+    "ppm": (_encoded(Image.open(CIFAR_SAMPLES[0]), "PPM"), "accepted format"),
 }
 
 
