@@ -287,6 +287,26 @@ def report(args: argparse.Namespace, tally: Tally, samples: list[tuple[float, fl
     return "\n".join(lines) + "\n", problems
 
 
+def _load_average() -> str:
+    """The 1, 5 and 15 minute load averages, as /proc/loadavg gives them."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def _report_heading(load_before: str) -> str:
+    """Title and circumstances of the run, for the report kept in the docs."""
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    command = " ".join(["python scripts/soak.py", *sys.argv[1:]])
+    return (
+        "# Soak test\n\n"
+        f"`{command}`, finished {when} on a {os.cpu_count()}-CPU machine "
+        f"(load average {load_before} before the run, {_load_average()} after it). "
+        "`make soak` reruns it and rewrites this file.\n\n"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration-s", type=float, default=600)
@@ -299,6 +319,7 @@ def main() -> int:
     parser.add_argument("--report", type=Path, default=None, help="also write the report here")
     args = parser.parse_args()
     log_path = Path(f"/tmp/resnet-serve-soak-{args.port}.log")
+    load_before = _load_average()
     process = start_server(args, log_path)
     tally = Tally()
     try:
@@ -311,7 +332,7 @@ def main() -> int:
     text, problems = report(args, tally, samples, metrics, exit_code)
     print(text)
     if args.report is not None:
-        args.report.write_text(text)
+        args.report.write_text(_report_heading(load_before) + text)
     print(f"server log: {log_path}")
     return 1 if problems else 0
 
