@@ -7,6 +7,7 @@ pass takes about half a millisecond, so per-request overhead shows.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -69,11 +70,27 @@ class ServiceMiddleware:
             if refusal is not None:
                 await _send_json(send_with_id, *refusal)
             else:
-                await watch.run(self.app(scope, watch.receive, watch.send))
+                await self._run(scope, watch, send_with_id)
         finally:
             if watch.client_gone:
                 status = CLIENT_CLOSED_REQUEST
             self._record(scope, status, time.perf_counter() - started)
+
+    async def _run(self, scope: Scope, watch: DisconnectWatch, send: Send) -> None:
+        try:
+            await watch.run(self.app(scope, watch.receive, watch.send))
+        except asyncio.CancelledError:
+            # Once the shutdown grace period is over, uvicorn cancels what
+            # still runs and would answer a plain-text 500; the client is told
+            # what happened instead, in the service's own shape.
+            task = asyncio.current_task()
+            if watch.responding or not self.is_draining() or task is None:
+                raise
+            task.uncancel()
+            logger.warning("shutdown grace period over: %s %s cut short",
+                           scope["method"], scope["path"])
+            await _send_json(send, 503, "the service shut down before this request "
+                             "finished", {"Retry-After": "5", "Connection": "close"})
 
     def _refusal(self, scope: Scope, path: str) -> tuple[int, str, dict[str, str]] | None:
         if path == "/" or path.startswith(OPEN_PATHS):

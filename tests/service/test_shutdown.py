@@ -9,6 +9,7 @@ listener closes.
 
 from __future__ import annotations
 
+import io
 import signal
 import threading
 import time
@@ -16,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+from PIL import Image
 
 from tests.helpers import CIFAR_SAMPLES, ServerProcess
 from tests.service.probes import Exchange, exchange, metric, raw_request, wait_for
@@ -132,3 +134,36 @@ def test_grace_period_bounds_shutdown_and_refuses_what_is_left(repository: Path)
     _assert_nothing_cut(answers)
     assert [item.status for item in answers] == [503] * BURST
     assert all(item.headers and "retry-after" in item.headers for item in answers)
+
+
+def test_request_still_running_when_the_grace_period_ends_gets_a_json_503(
+    repository: Path,
+) -> None:
+    # Decoding 24 photos of 36 megapixels takes seconds on two cores: the
+    # request is still being preprocessed, not queued, when the grace ends.
+    huge = _solid_png((6000, 6000))
+    files = b"".join(
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n'
+        b"Content-Type: image/png\r\n\r\n" + huge + b"\r\n" for _ in range(24)
+    ) + b"--b--\r\n"
+    request = raw_request("POST", f"/v1/models/{MODEL}/classify", files,
+                          {"Content-Type": "multipart/form-data; boundary=b"})
+    server = _start(repository, queue_delay_s=0.0, drain_delay_s=0.1, grace_s=1.0)
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(exchange, server.port, request)
+        time.sleep(0.5)
+        server.process.send_signal(signal.SIGTERM)
+        code = server.process.wait(15)
+        answer = pending.result()
+    server.stop()
+
+    assert code == 0, server.log()[-3000:]
+    assert answer.outcome == "complete" and answer.status == 503, answer
+    assert "shut down before this request finished" in answer.json()["error"]  # type: ignore[index]
+    assert "Traceback" not in server.log()
+
+
+def _solid_png(size: tuple[int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (90, 140, 200)).save(buffer, format="PNG")
+    return buffer.getvalue()
