@@ -49,9 +49,10 @@ TopK = Annotated[
           "means all of them."),
 ]
 Remove = Annotated[
-    str | None,
+    list[str] | None,
     Query(description="Comma-separated block indices and/or names to remove, "
-          "e.g. `3,layer2.0`; empty removes none."),
+          "e.g. `3,layer2.0`; empty removes none. May be repeated: "
+          "`remove=3&remove=layer2.0` is the same."),
 ]
 
 
@@ -99,9 +100,10 @@ def build_router(registry: ModelRegistry, settings: Settings) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["v1"])
 
     async def classify(
-        request: Request, model_name: str, top_k: int, removed_text: str | None, sub: bool
+        request: Request, model_name: str, top_k: int, remove: list[str] | None, sub: bool
     ) -> dict[str, Any]:
         model = registry.get(model_name)
+        removed_text = None if remove is None else ",".join(remove)
         removed = parse_remove(model, removed_text) if sub else frozenset()
         deadline = request_deadline(request, settings)
         images = await read_images(
@@ -146,6 +148,12 @@ def build_router(registry: ModelRegistry, settings: Settings) -> APIRouter:
     async def classify_full(request: Request, model: str, top_k: TopK = 5) -> dict[str, Any]:
         """Classify one or more images with the full network."""
         request.state.network = "full"
+        if "remove" in request.query_params:
+            # Ignoring it would answer for the full network as if blocks were gone.
+            raise InvalidParameterError(
+                "this route runs the full network and takes no 'remove'; send it to "
+                f"/v1/models/{model}/subnetwork/classify"
+            )
         return await classify(request, model, top_k, None, sub=False)
 
     @router.post(

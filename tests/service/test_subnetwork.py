@@ -484,3 +484,22 @@ async def test_concurrent_requests_with_different_sets_share_batches(
         np.testing.assert_allclose(together, alone, rtol=0, atol=PROBABILITY_ATOL)
         np.testing.assert_allclose(together, ref.probabilities(removed, [row]),
                                    rtol=0, atol=PROBABILITY_ATOL)
+
+
+def test_repeated_remove_parameters_add_up(server: ServerProcess) -> None:
+    model = MODELS[0]
+    url = f"{server.url}{SUBNETWORK_PATH.format(model=model)}"
+    repeated = httpx.post(url, files=_form(IMAGES[:2]), timeout=60,
+                          params=[("top_k", "100"), ("remove", "3"), ("remove", "layer2.1,0")])
+    joined = _subnetwork(server, model, "3,layer2.1,0", IMAGES[:2])
+
+    assert _answer(repeated) == _answer(joined)
+    assert [block["index"] for block in _answer(repeated)["removed_blocks"]] == [0, 3, 4]
+
+
+def test_remove_on_the_full_network_route_is_422(server: ServerProcess) -> None:
+    model = MODELS[0]
+    answer = httpx.post(f"{server.url}/v1/models/{model}/classify", params={"remove": "3"},
+                        files=_form(IMAGES[:1]), timeout=60)
+    assert answer.status_code == 422, answer.text
+    assert "subnetwork/classify" in answer.json()["error"]
