@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from models.manifest import Preprocessing
 from models.network import ResidualNetwork, count_macs
+from models.repository import require_valid_name
 
 OPSET = 17
 INPUT_NAME = "input"
@@ -222,7 +223,13 @@ def write_model(
 
     Files are written under temporary names and renamed at the end, so a
     running service never sees a half-written model.
+
+    Raises:
+        ValueError: `name` is not a valid model name (see
+            `models.repository.is_valid_name`), or the labels do not match the
+            network's classes.
     """
+    require_valid_name(name)
     if len(labels) != network_classes(network):
         raise ValueError(
             f"{len(labels)} labels for a network with {network_classes(network)} classes"

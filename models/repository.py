@@ -47,6 +47,20 @@ def is_valid_name(name: str) -> bool:
     return bool(_NAME_PATTERN.match(name)) and ".." not in name
 
 
+def require_valid_name(name: str) -> None:
+    """Refuse a name that `is_valid_name` refuses, before any path is built from it.
+
+    Raises:
+        ValueError: the name could leave the repository or not be served.
+    """
+    if not is_valid_name(name):
+        raise ValueError(
+            f"model name {name!r} is not valid: it must start with a letter or digit "
+            "and hold at most 128 letters, digits, '.', '-' or '_', without '..' "
+            "(it names a folder of the repository and appears in URLs)"
+        )
+
+
 def list_versions(root: Path, name: str) -> list[int]:
     """Complete versions of `name` (both files present), ascending."""
     if not is_valid_name(name):

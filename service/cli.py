@@ -60,10 +60,13 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from models.prepare import export_checkpoint, export_known_model
+    from models.repository import require_valid_name
 
     if args.checkpoint is not None:
         if not (args.name and args.labels and args.depth):
             raise SystemExit("export --checkpoint needs --name, --depth and --labels")
+        # Checked here too, so that a bad name fails before the checkpoint is read.
+        require_valid_name(args.name)
         folder = export_checkpoint(
             args.checkpoint, args.repository, name=args.name, family=args.family,
             depth=args.depth, labels_file=args.labels, preactivation=args.preactivation,
@@ -118,7 +121,7 @@ def _prepare_models(settings: Settings, random_init: bool) -> None:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from service.server import run_server
 
-    settings = Settings()
+    settings = Settings.from_environment()
     configure_logging(settings.log_level, settings.log_format)
     if not args.no_prepare:
         _prepare_models(settings, args.random_init)
@@ -201,10 +204,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         from models.repository import RepositoryError
         from models.weights import WeightsError
 
-        if isinstance(exc, (WeightsError, RepositoryError, KeyError, FileNotFoundError)):
-            print(f"resnet-serve {args.command}: {exc}", file=sys.stderr)
+        # ValueError covers bad input named in the message: model names and
+        # depths, checkpoints (models.build.CheckpointError), configuration
+        # (service.settings.ConfigurationError).
+        known = (WeightsError, RepositoryError, KeyError, FileNotFoundError, ValueError)
+        if isinstance(exc, known):
+            print(f"resnet-serve {args.command}: {_message(exc)}", file=sys.stderr)
             return 2
         raise
+
+
+def _message(exc: Exception) -> str:
+    # str() of a KeyError is the repr of its argument, quotes included.
+    if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        return exc.args[0]
+    return str(exc)
 
 
 if __name__ == "__main__":

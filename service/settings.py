@@ -9,14 +9,31 @@ environment variable names cannot.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_MODELS = ["resnet20-cifar10", "resnet56-cifar10"]
+ENV_PREFIX = "RESNET_SERVE_"
+
+
+class ConfigurationError(ValueError):
+    """Settings that cannot be used; the message names each bad variable."""
 
 
 def available_cpus() -> int:
@@ -36,6 +53,10 @@ def available_cpus() -> int:
 
 class BatchingConfig(BaseModel):
     """Dynamic batching of one model's queue."""
+
+    # Also the schema of each model's entry in MODEL_CONFIG, where a misspelt
+    # key would otherwise leave the global value in force without a word.
+    model_config = ConfigDict(extra="forbid")
 
     max_batch_size: int = Field(32, ge=1, le=4096)
     max_queue_delay_ms: float = Field(2.0, ge=0, le=10_000)
@@ -67,7 +88,7 @@ def _split_commas(value: Any) -> Any:
 class Settings(BaseSettings):
     """Every setting of the service; the README's configuration table mirrors this."""
 
-    model_config = SettingsConfigDict(env_prefix="RESNET_SERVE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     host: str = "0.0.0.0"
     port: int = Field(8000, ge=0, le=65535)
@@ -103,6 +124,10 @@ class Settings(BaseSettings):
     drain_delay_s: float = Field(1.0, ge=0)
     shutdown_grace_s: float = Field(30.0, ge=0)
 
+    #: Each model's entry in MODEL_CONFIG, checked when the settings are built.
+    _overrides: dict[str, dict[str, Any]] = PrivateAttr(default_factory=dict)
+    _warned_unconfigured: bool = PrivateAttr(False)
+
     _split = field_validator("models", "providers", "cors_origins", mode="before")(
         _split_commas
     )
@@ -120,6 +145,34 @@ class Settings(BaseSettings):
             ModelRef.parse(text)
         return self
 
+    @model_validator(mode="after")
+    def _check_model_config(self) -> Settings:
+        self._overrides = self._read_overrides()
+        for model, entry in self._overrides.items():
+            try:
+                BatchingConfig(**{**self._global_batching(), **entry})
+            except ValidationError as exc:
+                problems = "; ".join(_describe_override_error(e) for e in exc.errors())
+                raise ValueError(
+                    f"RESNET_SERVE_MODEL_CONFIG={self.model_config_file}: model "
+                    f"{model!r}: {problems}"
+                ) from None
+        return self
+
+    @classmethod
+    def from_environment(cls) -> Settings:
+        """Settings from the `RESNET_SERVE_*` environment variables.
+
+        Raises:
+            ConfigurationError: one line per bad variable, naming its value
+                and what is expected.
+        """
+        try:
+            return cls()
+        except ValidationError as exc:
+            lines = [f"  {_describe_setting_error(error)}" for error in exc.errors()]
+            raise ConfigurationError("invalid configuration:\n" + "\n".join(lines)) from None
+
     @property
     def threads(self) -> int:
         return self.intra_op_threads or available_cpus()
@@ -129,15 +182,32 @@ class Settings(BaseSettings):
 
     def batching_for(self, model: str) -> BatchingConfig:
         """Global batching settings with the model's overrides from MODEL_CONFIG."""
-        values: dict[str, Any] = {
+        self._warn_unconfigured_overrides()
+        return BatchingConfig(**{**self._global_batching(), **self._overrides.get(model, {})})
+
+    def _global_batching(self) -> dict[str, Any]:
+        return {
             "max_batch_size": self.max_batch_size,
             "max_queue_delay_ms": self.max_queue_delay_ms,
             "max_queue_size": self.max_queue_size,
         }
-        values.update(self._model_overrides().get(model, {}))
-        return BatchingConfig(**values)
 
-    def _model_overrides(self) -> dict[str, dict[str, Any]]:
+    def _warn_unconfigured_overrides(self) -> None:
+        # Logged when the overrides are first applied, at start-up, not when the
+        # settings are built: the CLI sets up logging only after that.
+        if self._warned_unconfigured:
+            return
+        self._warned_unconfigured = True
+        served = {ref.name for ref in self.model_refs()}
+        unused = sorted(set(self._overrides) - served)
+        if unused:
+            logger.warning(
+                "RESNET_SERVE_MODEL_CONFIG=%s has settings for %s, which RESNET_SERVE_MODELS "
+                "does not name (%s); they are not used",
+                self.model_config_file, ", ".join(unused), ", ".join(sorted(served)),
+            )
+
+    def _read_overrides(self) -> dict[str, dict[str, Any]]:
         if self.model_config_file is None:
             return {}
         try:
@@ -147,8 +217,38 @@ class Settings(BaseSettings):
                 f"cannot read RESNET_SERVE_MODEL_CONFIG={self.model_config_file}: {exc}"
             ) from exc
         models = data.get("models", data) if isinstance(data, dict) else None
-        if not isinstance(models, dict):
+        if not isinstance(models, dict) or not all(
+            isinstance(entry, dict) for entry in models.values()
+        ):
             raise ValueError(
-                f"{self.model_config_file} must map model names to batching settings"
+                f"RESNET_SERVE_MODEL_CONFIG={self.model_config_file} must map model names "
+                "to objects of batching settings"
             )
         return models
+
+
+def _describe_setting_error(error: ErrorDetails) -> str:
+    """`RESNET_SERVE_PORT='abc': Input should be a valid integer...` for one error."""
+    message = _error_message(error)
+    if not error["loc"]:
+        return message
+    field = str(error["loc"][0])
+    # Aliased fields are reported under their alias, already a variable name.
+    variable = ENV_PREFIX + field if field in Settings.model_fields else field
+    return f"{variable.upper()}={error['input']!r}: {message}"
+
+
+def _describe_override_error(error: ErrorDetails) -> str:
+    key = ".".join(map(str, error["loc"]))
+    if error["type"] == "extra_forbidden":
+        known = ", ".join(BatchingConfig.model_fields)
+        return f"unknown key {key!r} (known: {known})"
+    return f"{key}={error['input']!r}: {_error_message(error)}"
+
+
+def _error_message(error: ErrorDetails) -> str:
+    # pydantic prefixes a validator's own ValueError with "Value error, ".
+    cause = error.get("ctx", {}).get("error")
+    if error["type"] == "value_error" and cause is not None:
+        return str(cause)
+    return error["msg"]

@@ -28,6 +28,17 @@ JSON_TYPE = "application/json"
 BINARY_TYPE = "application/octet-stream"
 
 _LENGTH_PREFIX = struct.Struct("<I")
+_FP32_MAX = float(np.finfo(np.float32).max)
+# `bool` is a subclass of `int` but not among these: types are compared exactly.
+_NUMBER_TYPES = frozenset({int, float})
+#: How a JSON value that is not a number is named in an error message.
+_JSON_KINDS: dict[type, str] = {
+    bool: "booleans (true/false)",
+    str: "strings",
+    type(None): "null",
+    dict: "objects",
+    list: "lists of unequal lengths (ragged, not a tensor)",
+}
 
 
 @dataclass
@@ -229,19 +240,48 @@ def _json_values(name: str, datatype: str, data: Any, count: int) -> np.ndarray 
                 f"shape's {count}"
             )
         return elements
+    return _json_numbers(name, data, count)
+
+
+def _json_numbers(name: str, data: Any, count: int) -> np.ndarray:
+    """FP32 values of JSON `data`, nested or flat, refusing anything but numbers.
+
+    Elements are typed one by one on an object array: a plain `np.array`
+    would quietly turn `true` into 1.0 next to numbers, and strings into a
+    string array. Values are widened to float64 and range-checked before the
+    narrowing cast, which would otherwise warn on overflow and give Inf.
+    """
     try:
-        array = np.array(data)
+        elements = np.array(data, dtype=object).reshape(-1)
     except ValueError:
         raise InvalidInputError(f"input {name!r}: 'data' is ragged, not a tensor") from None
-    if array.dtype.kind not in "iuf" or array.size != count:
+    others = set(map(type, elements)) - _NUMBER_TYPES
+    if others:
+        found = ", ".join(sorted(_JSON_KINDS.get(kind, kind.__name__) for kind in others))
+        raise InvalidInputError(
+            f"input {name!r}: FP32 'data' must hold only numbers, nested or flat; got {found}"
+        )
+    if elements.size != count:
         raise InvalidInputError(
             f"input {name!r}: 'data' must hold {count} numbers (the shape's element "
-            f"count), nested or flat; got {array.size} of kind {array.dtype.name}"
+            f"count), nested or flat; got {elements.size}"
         )
-    values = array.astype(np.float32).reshape(-1)
-    if not np.isfinite(values).all():
-        raise InvalidInputError(f"input {name!r} holds NaN or Inf (or a value beyond FP32)")
-    return values
+
+    try:
+        wide = elements.astype(np.float64)
+    except OverflowError:  # an integer beyond float64 as well
+        raise _beyond_fp32(name) from None
+    # NaN fails the comparison too; JSON reads 1e400 as Inf.
+    if not (np.abs(wide) <= _FP32_MAX).all():
+        raise _beyond_fp32(name)
+    return wide.astype(np.float32)
+
+
+def _beyond_fp32(name: str) -> InvalidInputError:
+    return InvalidInputError(
+        f"input {name!r} holds NaN, Inf or a value beyond FP32's range "
+        f"(|x| <= {_FP32_MAX:.4g})"
+    )
 
 
 def _flatten_strings(name: str, data: Any) -> list[str]:

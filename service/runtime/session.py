@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,9 @@ _PROVIDER_ALIASES = {
     "tensorrt": "TensorrtExecutionProvider",
     "trt": "TensorrtExecutionProvider",
 }
+#: Missing providers already warned about in this process.
+_warned_missing: set[str] = set()
+_warned_lock = threading.Lock()
 
 
 def normalise_provider(name: str) -> str:
@@ -32,12 +36,23 @@ def usable_providers(requested: list[str]) -> list[str]:
     chosen = [name for name in names if name in available and name != CPU]
     chosen.append(CPU)
     for name in missing:
-        logger.warning(
-            "execution provider %s requested but not available in this onnxruntime "
-            "build (available: %s); falling back to %s",
-            name, ", ".join(sorted(available)), chosen[0],
-        )
+        _log_missing_provider(name, available, chosen[0])
     return chosen
+
+
+def _log_missing_provider(name: str, available: set[str], fallback: str) -> None:
+    """Warn once per process and provider; sessions are created again for every
+    pruned sub-network graph, and the cause does not change between them."""
+    with _warned_lock:  # sessions are created in worker threads
+        first = name not in _warned_missing
+        _warned_missing.add(name)
+    level = logging.WARNING if first else logging.DEBUG
+    logger.log(
+        level,
+        "execution provider %s requested but not available in this onnxruntime "
+        "build (available: %s); falling back to %s",
+        name, ", ".join(sorted(available)), fallback,
+    )
 
 
 def session_options(threads: int) -> ort.SessionOptions:

@@ -1,8 +1,10 @@
 """CUDA asked for where it cannot run: the server starts anyway, serves on the CPU,
-says why in its log and reports the provider that really runs the model."""
+says why in its log (once per provider, however many sessions are created) and
+reports the provider that really runs the model."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,12 +12,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import CIFAR_SAMPLES, ServerProcess, running_server, cuda_unavailable_reason
+from service.runtime import session
+from tests.helpers import CIFAR_SAMPLES, ServerProcess, cuda_unavailable_reason, running_server
 from tests.service.probes import metric
 
 MODEL = "resnet20-cifar10"
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+MISSING = "NoSuchExecutionProvider"
 CAT = CIFAR_SAMPLES[0]
 
 
@@ -56,3 +60,22 @@ def test_log_says_why_cuda_is_not_used(fallback_server: ServerProcess) -> None:
     assert all(re.search(r"falling back|running on " + CPU, line) for line in warnings)
     assert re.search(rf"INFO \S+ \[-\] loaded {MODEL}:1 on {CPU}\b", log), log
     assert "Traceback" not in log
+
+
+def test_missing_provider_is_warned_about_once_per_process(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every pruned sub-network graph gets a session: one warning, not one each.
+    monkeypatch.setattr(session, "_warned_missing", set())
+    caplog.set_level(logging.DEBUG, logger=session.__name__)
+    for _ in range(3):
+        assert session.usable_providers([MISSING, CPU]) == [CPU]
+    session.usable_providers(["OtherMissingExecutionProvider", CPU])
+
+    named = [(record.levelno, record.getMessage()) for record in caplog.records]
+    assert [level for level, message in named if MISSING in message] == [
+        logging.WARNING, logging.DEBUG, logging.DEBUG,
+    ]
+    assert [level for level, message in named if "OtherMissing" in message] == [
+        logging.WARNING
+    ]

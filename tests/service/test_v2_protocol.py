@@ -1,12 +1,15 @@
 """The /v2 wire format byte by byte, over real HTTP: JSON and binary bodies,
-errors and their codes, deadlines, queue limits, statistics and metrics."""
+errors and their codes, deadlines, queue limits, statistics and metrics; and
+the codec's refusals of malformed tensor data, called directly."""
 
 from __future__ import annotations
 
 import base64
 import json
 import struct
+import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,10 @@ import httpx
 import numpy as np
 import pytest
 
+from service.api.v2_codec import parse_infer_request
+from service.errors import InvalidInputError
 from tests.helpers import CIFAR_SAMPLES, ServerProcess, running_server
+from tests.service.probes import metric, wait_for
 
 MODEL = "resnet20-cifar10"
 CAT = next(path for path in CIFAR_SAMPLES if path.name == "cifar10_00_3.png")
@@ -185,15 +191,83 @@ def test_statistics_and_metrics_count_v2_requests(server: ServerProcess) -> None
 
 @pytest.fixture(scope="module")
 def tiny_queue_server(repository: Path) -> Iterator[ServerProcess]:
-    with running_server(repository, models=MODEL, max_queue_size=1) as process:
+    """One image fits in the queue, and waits there a second for company."""
+    with running_server(repository, models=MODEL, max_queue_size=1,
+                        max_queue_delay_ms=1000) as process:
         yield process
 
 
 def test_full_queue_is_503(tiny_queue_server: ServerProcess) -> None:
-    body = {"inputs": [_fp32([2, 3, 32, 32], ZEROS * 2)]}
-    response = _infer(tiny_queue_server, body)
-    assert response.status_code == 503, response.text
-    assert "Retry-After" in response.headers
+    one = {"inputs": [_fp32([1, 3, 32, 32], ZEROS)]}
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(_infer, tiny_queue_server, one)
+        wait_for(lambda: metric(tiny_queue_server.url, "resnet_serve_queue_depth",
+                                model=MODEL) == 1, 10, "the first request to be queued")
+        refused = _infer(tiny_queue_server, one)
+        accepted = waiting.result()
 
+    assert refused.status_code == 503, refused.text
+    assert "Retry-After" in refused.headers
+    assert accepted.status_code == 200, accepted.text
     health = httpx.get(f"{tiny_queue_server.url}/v2/health/ready", timeout=10)
     assert health.status_code == 200
+
+
+def test_more_images_than_the_queue_holds_is_413(tiny_queue_server: ServerProcess) -> None:
+    response = _infer(tiny_queue_server, {"inputs": [_fp32([2, 3, 32, 32], ZEROS * 2)]})
+    assert response.status_code == 413, response.text
+    assert "holds at most 1" in response.json()["error"]
+
+
+def _parse_fp32(data: Any, shape: list[int]) -> np.ndarray:
+    """Decode one FP32 input straight through the codec, no server involved."""
+    return _parse_fp32_text(json.dumps(data), shape)
+
+
+def _parse_fp32_text(data: str, shape: list[int]) -> np.ndarray:
+    entry = json.dumps(_fp32(shape, None)).replace("null", data)
+    body = f'{{"inputs": [{entry}]}}'.encode()
+    request = parse_infer_request(body, None, {"input": "FP32"}, max_depth=32)
+    values = request.inputs[0].values
+    assert isinstance(values, np.ndarray)
+    return values
+
+
+# As the client writes them: JSON reads 1e400 as Inf and 10**400 as an int.
+@pytest.mark.parametrize(
+    "value", ["1e39", "-1e39", "1e400", "1" + "0" * 40, "1" + "0" * 400],
+    ids=["1e39", "-1e39", "1e400", "10**40", "10**400"],
+)
+def test_values_beyond_fp32_are_refused_without_a_warning(value: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InvalidInputError, match="beyond FP32's range"):
+            _parse_fp32_text(f"[{value}, 0.0]", [2])
+
+
+def test_largest_fp32_values_are_taken() -> None:
+    largest = float(np.finfo(np.float32).max)
+    values = _parse_fp32([largest, -largest, 1, 0.5], [4])
+    assert values.dtype == np.float32 and values.tolist() == [largest, -largest, 1.0, 0.5]
+
+
+@pytest.mark.parametrize(
+    "data, found",
+    [
+        (["1"] * 4, "got strings$"),
+        ([[1.0, "2"], [3.0, 4.0]], "got strings$"),
+        ([True, 1.0, 2.0, 3.0], r"got booleans \(true/false\)$"),
+        ([[False, True], [True, False]], r"got booleans \(true/false\)$"),
+        ([1.0, None, 2.0, 3.0], "got null$"),
+        ([[1.0, 2.0], [3.0]], r"got lists of unequal lengths \(ragged"),
+    ],
+    ids=["strings", "a string", "a boolean", "booleans", "null", "ragged"],
+)
+def test_fp32_data_holding_other_than_numbers_is_named(data: Any, found: str) -> None:
+    with pytest.raises(InvalidInputError, match=found):
+        _parse_fp32(data, [4])
+
+
+def test_fp32_count_mismatch_says_how_many_numbers() -> None:
+    with pytest.raises(InvalidInputError, match=r"must hold 4 numbers .* got 3$"):
+        _parse_fp32([1.0, 2.0, 3.0], [4])
