@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,11 @@ def _prepare_models(settings: Settings, random_init: bool) -> None:
         ) from exc
 
     logger.info("exporting %s into %s", ", ".join(missing), settings.model_repository)
-    for name in missing:
+    for position, name in enumerate(missing, start=1):
+        # The bar moves only while weights download; a cached file is silent.
+        logger.info("[%d/%d] %s: fetching weights and exporting to ONNX",
+                    position, len(missing), name)
+        started = time.perf_counter()
         bar = _ProgressBar(name)
         try:
             ensure_models(
@@ -116,6 +121,8 @@ def _prepare_models(settings: Settings, random_init: bool) -> None:
             )
         finally:
             bar.close()
+        logger.info("[%d/%d] %s: exported in %.1f s", position, len(missing), name,
+                    time.perf_counter() - started)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -132,6 +139,17 @@ def _cmd_lesion(args: argparse.Namespace) -> int:
     from service.lesion.command import main as lesion_main
 
     return lesion_main(args)
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: versions are folders named 1, 2, ..., which the service reads."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
 
 
 def _add_model_source_args(parser: argparse.ArgumentParser) -> None:
@@ -160,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--repository", type=Path, default=Settings.model_fields["model_repository"].default,
     )
-    export.add_argument("--version", type=int, default=1)
+    export.add_argument("--version", type=_positive_int, default=1,
+                        help="version folder to write (a positive integer; default 1)")
     export.add_argument(
         "--random-init", action="store_true",
         help="no published weights: initialise randomly (metadata says pretrained: false)",
