@@ -8,9 +8,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import REGISTRY
-
-from service.metrics import PREFIX
 from service.registry import LoadedModel
 
 PLATFORM = "onnxruntime_onnx"
@@ -109,10 +106,10 @@ class StatisticsBook:
     `compute_input` is parsing and decoding, `compute_output` encoding the
     answer. A request does not learn how long its batch ran, only how long
     it spent in the batcher, so that time is split using the model's mean
-    batch run time so far (from the Prometheus series the batcher feeds):
-    that mean is `compute_infer`, the rest `queue`. The inference and
-    execution counts are the model's images and batches over every API.
-    Per batch size figures are not kept, so `batch_stats` is empty.
+    batch run time so far (the batcher's running totals): that mean is
+    `compute_infer`, the rest `queue`. The inference and execution counts,
+    and `batch_stats`, are the version's images and batches over every API,
+    as in Triton, where they count every protocol's requests too.
     """
 
     def __init__(self) -> None:
@@ -126,7 +123,7 @@ class StatisticsBook:
 
     def record_success(self, model: LoadedModel, times: RequestTimes) -> None:
         stats = self.of(model)
-        infer_s = min(times.batcher_s, _mean_batch_seconds(model.name))
+        infer_s = min(times.batcher_s, model.batcher.totals.mean_seconds)
         stats.success.add(times.total_s)
         stats.compute_input.add(times.input_s)
         stats.queue.add(times.batcher_s - infer_s)
@@ -139,29 +136,33 @@ class StatisticsBook:
 
     def model_stats(self, model: LoadedModel) -> dict[str, Any]:
         stats = self.of(model)
-        labels = {"model": model.name}
-        images = REGISTRY.get_sample_value(PREFIX + "batch_size_sum", labels) or 0.0
-        batches = REGISTRY.get_sample_value(PREFIX + "batch_size_count", labels) or 0.0
+        totals = model.batcher.totals
         steps = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
         inference_stats = {step: getattr(stats, step).as_json() for step in steps}
         return {
             "name": model.name,
             "version": str(model.version),
             "last_inference": stats.last_inference_ms,
-            "inference_count": int(images),
-            "execution_count": int(batches),
+            "inference_count": totals.images,
+            "execution_count": totals.batches,
             "inference_stats": {
                 **inference_stats,
                 "cache_hit": {"count": 0, "ns": 0},
                 "cache_miss": {"count": 0, "ns": 0},
             },
-            "batch_stats": [],
+            "batch_stats": [
+                _batch_size_stats(size, int(count), seconds)
+                for size, (count, seconds) in sorted(totals.by_size.items())
+            ],
         }
 
 
-def _mean_batch_seconds(model: str) -> float:
-    labels = {"model": model}
-    name = PREFIX + "inference_duration_seconds"
-    count = REGISTRY.get_sample_value(name + "_count", labels) or 0.0
-    seconds = REGISTRY.get_sample_value(name + "_sum", labels) or 0.0
-    return seconds / count if count else 0.0
+def _batch_size_stats(size: int, count: int, seconds: float) -> dict[str, Any]:
+    """Triton's entry for one batch size; only the run itself is timed per batch."""
+    nanoseconds = int(seconds * 1e9)
+    return {
+        "batch_size": size,
+        "compute_input": {"count": count, "ns": 0},
+        "compute_infer": {"count": count, "ns": nanoseconds},
+        "compute_output": {"count": count, "ns": 0},
+    }

@@ -45,6 +45,34 @@ class BatchStats:
     failed: bool
 
 
+@dataclass
+class BatchTotals:
+    """Running totals of the batches run, overall and by batch size.
+
+    Kept in plain numbers next to the batcher so that readers on the request
+    path (Triton's statistics) never have to collect the Prometheus registry,
+    which costs about a millisecond a time.
+    """
+
+    images: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    #: batch size -> [batches, seconds]
+    by_size: dict[int, list[float]] = field(default_factory=dict)
+
+    def add(self, size: int, seconds: float) -> None:
+        self.images += size
+        self.batches += 1
+        self.seconds += seconds
+        entry = self.by_size.setdefault(size, [0, 0.0])
+        entry[0] += 1
+        entry[1] += seconds
+
+    @property
+    def mean_seconds(self) -> float:
+        return self.seconds / self.batches if self.batches else 0.0
+
+
 @dataclass(eq=False)
 class _Item:
     tensor: np.ndarray
@@ -75,6 +103,7 @@ class Batcher:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"batch-{name}")
         self._task: asyncio.Task[None] | None = None
         self._running = 0
+        self.totals = BatchTotals()
 
     @property
     def depth(self) -> int:
@@ -227,9 +256,12 @@ class Batcher:
         finally:
             self._running = 0
 
+        inference_s = time.monotonic() - started
+        if not failed:
+            self.totals.add(len(batch), inference_s)
         self._on_batch(BatchStats(
             size=len(batch),
             queue_wait_s=[started - item.enqueued for item in batch],
-            inference_s=time.monotonic() - started,
+            inference_s=inference_s,
             failed=failed,
         ))

@@ -182,6 +182,18 @@ def test_statistics_and_metrics_count_v2_requests(server: ServerProcess) -> None
         assert _infer(server, {"inputs": [_fp32([1, 3, 32, 32], ZEROS)]}).status_code == 200
     assert successes() == before + 3
 
+    # Images and batches of every API, by batch size, as the batcher counted them.
+    (entry,) = httpx.get(f"{server.url}/v2/models/{MODEL}/stats", timeout=10).json()[
+        "model_stats"]
+    by_size = {item["batch_size"]: item for item in entry["batch_stats"]}
+    assert entry["execution_count"] == sum(
+        item["compute_infer"]["count"] for item in by_size.values())
+    assert entry["inference_count"] == sum(
+        size * item["compute_infer"]["count"] for size, item in by_size.items())
+    assert entry["inference_count"] == metric(
+        server.url, "resnet_serve_batch_size_sum", model=MODEL)
+    assert all(item["compute_infer"]["ns"] > 0 for item in by_size.values())
+
     text = httpx.get(f"{server.url}/metrics", timeout=10).text
     assert (f'resnet_serve_requests_total{{code="200",endpoint="/v2/models/{{model}}/infer",'
             f'model="{MODEL}",network="full"}}') in text
