@@ -40,7 +40,8 @@ def _refusal(status: str, message: str) -> bytes:
 if HttpToolsProtocol is not None:
 
     class HeaderLimitedProtocol(HttpToolsProtocol):  # type: ignore[misc, valid-type]
-        """httptools protocol that refuses heads over `max_header_bytes` with 431."""
+        """httptools protocol that refuses heads over `max_header_bytes` with 431,
+        and heads still incomplete `head_timeout_s` after their first byte with 408."""
 
         max_header_bytes = 64 * 1024
         head_timeout_s = 30.0
