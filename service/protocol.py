@@ -6,9 +6,11 @@ sees a thing. This subclass counts the head as it arrives and answers 431 as
 soon as it passes `max_header_bytes`. Without httptools, uvicorn's h11
 protocol applies `h11_max_incomplete_event_size` instead (answering 400).
 
-uvicorn's keep-alive timer stops at a head's first byte, so a client that sends
-half a head and then waits would hold its connection for ever; a head that is
-not complete `head_timeout_s` after its first byte is answered 408 instead.
+uvicorn's keep-alive timer runs only between requests and stops at a head's
+first byte, so a client that connects and sends nothing, or half a head, would
+hold its connection for ever. A first head not complete `head_timeout_s` after
+the connection opened, and a later one not complete that long after its first
+byte, is answered 408 instead.
 """
 
 from __future__ import annotations
@@ -54,14 +56,16 @@ if HttpToolsProtocol is not None:
             self._head_timer: asyncio.TimerHandle | None = None
             self._refused = False
 
+        def connection_made(self, transport: asyncio.Transport) -> None:
+            super().connection_made(transport)
+            self._start_head_timer()
+
         def data_received(self, data: bytes) -> None:
             if self._refused:
                 return
             if self._head_open:
-                if self._head_received == 0 and data:
-                    self._head_timer = self.loop.call_later(
-                        self.head_timeout_s, self._head_too_slow
-                    )
+                if self._head_received == 0 and data and self._head_timer is None:
+                    self._start_head_timer()
                 self._head_received += len(data)
             super().data_received(data)
             # A head still incomplete after this many bytes sits in the parser's buffers.
@@ -106,6 +110,9 @@ if HttpToolsProtocol is not None:
         def connection_lost(self, exc: Exception | None) -> None:
             self._cancel_head_timer()
             super().connection_lost(exc)
+
+        def _start_head_timer(self) -> None:
+            self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_too_slow)
 
         def _cancel_head_timer(self) -> None:
             if self._head_timer is not None:

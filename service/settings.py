@@ -56,10 +56,11 @@ class BatchingConfig(BaseModel):
 
     # Also the schema of each model's entry in MODEL_CONFIG, where a misspelt
     # key would otherwise leave the global value in force without a word.
-    model_config = ConfigDict(extra="forbid")
+    # Strict: JSON's `true` would otherwise pass as the number 1.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     max_batch_size: int = Field(32, ge=1, le=4096)
-    max_queue_delay_ms: float = Field(2.0, ge=0, le=10_000)
+    max_queue_delay_ms: float = Field(2.0, ge=0, le=10_000, allow_inf_nan=False)
     max_queue_size: int = Field(1024, ge=1)
 
 
@@ -104,10 +105,10 @@ class Settings(BaseSettings):
     #: Threads of each ONNX Runtime session; 0 means the CPUs this process may use.
     intra_op_threads: int = Field(0, ge=0)
     max_batch_size: int = Field(32, ge=1, le=4096)
-    max_queue_delay_ms: float = Field(2.0, ge=0, le=10_000)
+    max_queue_delay_ms: float = Field(2.0, ge=0, le=10_000, allow_inf_nan=False)
     max_queue_size: int = Field(1024, ge=1)
     model_config_file: Path | None = Field(None, validation_alias="RESNET_SERVE_MODEL_CONFIG")
-    request_timeout_s: float = Field(30.0, gt=0)
+    request_timeout_s: float = Field(30.0, gt=0, allow_inf_nan=False)
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(40_000_000, ge=1)
     max_images_per_request: int = Field(64, ge=1)
@@ -121,8 +122,8 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     api_key: str | None = None
-    drain_delay_s: float = Field(1.0, ge=0)
-    shutdown_grace_s: float = Field(30.0, ge=0)
+    drain_delay_s: float = Field(1.0, ge=0, allow_inf_nan=False)
+    shutdown_grace_s: float = Field(30.0, ge=0, allow_inf_nan=False)
 
     #: Each model's entry in MODEL_CONFIG, checked when the settings are built.
     _overrides: dict[str, dict[str, Any]] = PrivateAttr(default_factory=dict)

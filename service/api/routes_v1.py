@@ -103,7 +103,9 @@ def build_router(registry: ModelRegistry, settings: Settings) -> APIRouter:
         request: Request, model_name: str, top_k: int, remove: list[str] | None, sub: bool
     ) -> dict[str, Any]:
         model = registry.get(model_name)
-        removed_text = None if remove is None else ",".join(remove)
+        # An empty `remove` means none, repeated or not; `3,,4` inside one
+        # value is still a malformed list.
+        removed_text = None if remove is None else ",".join(v for v in remove if v.strip())
         removed = parse_remove(model, removed_text) if sub else frozenset()
         deadline = request_deadline(request, settings)
         images = await read_images(

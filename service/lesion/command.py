@@ -63,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Run the study, write its three files and print where they are."""
     from service.lesion.report import write_report
+    from service.lesion.dataset import FolderLayoutError
     from service.lesion.study import StudyConfig, StudyConfigError, study_folder
 
     config = StudyConfig(
@@ -84,8 +85,9 @@ def main(args: argparse.Namespace) -> int:
             decode_progress=decoding,
             progress=evaluating,
         )
-    except StudyConfigError as exc:
-        raise SystemExit(f"resnet-serve lesion: {exc}") from None
+    except (StudyConfigError, FolderLayoutError) as exc:
+        print(f"resnet-serve lesion: {exc}", file=sys.stderr)
+        return 2
     finally:
         decoding.close()
         evaluating.close()

@@ -18,6 +18,10 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".g
 ProgressCallback = Callable[[int, int], None]
 
 
+class FolderLayoutError(ValueError):
+    """The image folder's class subfolders cannot be matched to the model's labels."""
+
+
 @dataclass
 class LabelledImages:
     """Preprocessed inputs [N, 3, H, W], their label indices, and where they came from."""
@@ -33,13 +37,26 @@ def list_folder(root: Path, class_names: list[str], limit: int | None = None
 
     A subfolder named like one of the model's labels gets that label's index;
     when the names do not all match, subfolders sorted by name give 0, 1, ...
-    (the ImageFolder convention). `limit` keeps the first N images per class.
+    (the ImageFolder convention), which needs one subfolder per class.
+    `limit` keeps the first N images per class.
+
+    Raises:
+        FolderLayoutError: no subfolders, or subfolders that are neither the
+            model's labels nor as many as its classes (every error figure
+            would then be meaningless).
     """
     folders = sorted(p for p in root.iterdir() if p.is_dir())
     if not folders:
-        raise FileNotFoundError(f"{root} has no class subfolders")
+        raise FolderLayoutError(f"{root} has no class subfolders")
     by_name = {name: index for index, name in enumerate(class_names)}
     named = all(folder.name in by_name for folder in folders)
+    if not named and len(folders) != len(class_names):
+        shown = ", ".join(folder.name for folder in folders[:5])
+        raise FolderLayoutError(
+            f"{root} has {len(folders)} subfolders ({shown}{', ...' if len(folders) > 5 else ''})"
+            f": they are neither among the model's labels nor one per each of its "
+            f"{len(class_names)} classes"
+        )
 
     paths: list[Path] = []
     labels: list[int] = []

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CIFAR_TEST_JPEG, ROOT
+from tests.helpers import CIFAR_SAMPLES, CIFAR_TEST_JPEG, ROOT
 from tests.lesion.conftest import MODEL
 
 
@@ -78,7 +78,7 @@ def test_bad_settings_are_refused_before_any_work(
     result = _lesion(
         "--repository", repository, "--model", MODEL, "--data", data, "--out", out, *args
     )
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert message in result.stderr
     assert "decoding" not in result.stderr and not out.exists()
 
@@ -113,3 +113,18 @@ def test_building_the_parser_imports_neither_matplotlib_nor_torch() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_folders_that_are_not_the_models_classes_are_refused(
+    repository: Path, tmp_path: Path
+) -> None:
+    # Two subfolders, neither a CIFAR-10 label: no error figure could mean anything.
+    for name in ("cats", "dogs"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        (tmp_path / "data" / name / "0.png").write_bytes(CIFAR_SAMPLES[0].read_bytes())
+    out = tmp_path / "out"
+    result = _lesion("--repository", repository, "--model", MODEL,
+                     "--data", tmp_path / "data", "--out", out)
+    assert result.returncode == 2, result.stderr
+    assert "neither among the model's labels" in result.stderr
+    assert not out.exists()

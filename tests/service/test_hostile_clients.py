@@ -95,6 +95,26 @@ def test_head_trickling_past_the_deadline_is_408(hostile: ServerProcess) -> None
     assert TIMEOUT_S <= waited_s < TIMEOUT_S + 2
 
 
+def test_connection_that_sends_nothing_is_closed_with_408(hostile: ServerProcess) -> None:
+    with socket.create_connection(("127.0.0.1", hostile.port), timeout=10) as sock:
+        started = time.monotonic()
+        answer = sock.recv(65536)
+        waited_s = time.monotonic() - started
+        closed = sock.recv(65536) == b""
+
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert closed
+    assert TIMEOUT_S - 0.1 <= waited_s < TIMEOUT_S + 2
+
+
+def test_idle_keep_alive_connection_is_not_answered_408(hostile: ServerProcess) -> None:
+    # Between requests uvicorn's keep-alive timer rules, not the head deadline.
+    with httpx.Client(base_url=hostile.url, timeout=10) as client:
+        assert client.get("/health/live").status_code == 200
+        time.sleep(TIMEOUT_S / 2)
+        assert client.get("/health/live").status_code == 200
+
+
 @pytest.mark.parametrize("count", [65, 66, 200])
 def test_too_many_files_is_413_naming_the_limit(hostile: ServerProcess, count: int) -> None:
     answer = _classify(hostile, count)

@@ -496,6 +496,10 @@ def test_repeated_remove_parameters_add_up(server: ServerProcess) -> None:
     assert _answer(repeated) == _answer(joined)
     assert [block["index"] for block in _answer(repeated)["removed_blocks"]] == [0, 3, 4]
 
+    with_empty = httpx.post(url, files=_form(IMAGES[:2]), timeout=60,
+                            params=[("top_k", "100"), ("remove", "3,layer2.1,0"), ("remove", "")])
+    assert _answer(with_empty) == _answer(joined)
+
 
 def test_remove_on_the_full_network_route_is_422(server: ServerProcess) -> None:
     model = MODELS[0]
