@@ -3,6 +3,7 @@ the CIFAR-10 test set decoded once."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,3 +57,11 @@ def cifar10_test_set() -> LabelledImages:
     assert len(data.inputs) == 10_000
     assert np.bincount(data.labels).tolist() == [1000] * 10
     return data
+
+
+@pytest.fixture
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No `RESNET_SERVE_*` variable of the shell running the tests leaks in."""
+    for key in list(os.environ):
+        if key.startswith("RESNET_SERVE_"):
+            monkeypatch.delenv(key)

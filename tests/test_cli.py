@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -14,13 +13,8 @@ from service.cli import main
 
 LABELS = [f"class{i}" for i in range(10)]
 
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No `RESNET_SERVE_*` variable of the shell running the tests leaks in."""
-    for key in list(os.environ):
-        if key.startswith("RESNET_SERVE_"):
-            monkeypatch.delenv(key)
+# Settings read the environment: the shell running the tests must not leak in.
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +14,8 @@ from service.settings import ConfigurationError, Settings
 
 SERVED = "resnet20-cifar10"
 
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No `RESNET_SERVE_*` variable of the shell running the tests leaks in."""
-    for key in list(os.environ):
-        if key.startswith("RESNET_SERVE_"):
-            monkeypatch.delenv(key)
+# Settings read the environment: the shell running the tests must not leak in.
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 @pytest.fixture

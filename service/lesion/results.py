@@ -30,11 +30,7 @@ class RemovalPoint:
     errors: list[float]
 
     def to_dict(self) -> dict[str, Any]:
-        summary = {
-            "mean": float(np.mean(self.errors)),
-            "min": min(self.errors),
-            "max": max(self.errors),
-        }
+        summary = _error_summary(self.errors)
         return {"k": self.k, **summary, "errors": self.errors, "sets": self.sets}
 
 
@@ -49,9 +45,7 @@ class ReorderPoint:
 
     def to_dict(self) -> dict[str, Any]:
         summary = {
-            "mean": float(np.mean(self.errors)),
-            "min": min(self.errors),
-            "max": max(self.errors),
+            **_error_summary(self.errors),
             "mean_kendall_tau": float(np.mean(self.kendall_tau)),
         }
         return {
@@ -110,3 +104,8 @@ class LesionStudy:
             "removal": [point.to_dict() for point in self.removal],
             "reordering": reordering,
         }
+
+
+def _error_summary(errors: list[float]) -> dict[str, float]:
+    """Mean, lowest and highest of the draws' errors."""
+    return {"mean": float(np.mean(errors)), "min": min(errors), "max": max(errors)}
