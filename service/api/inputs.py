@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -181,11 +182,13 @@ def _form_error(message: str, max_images: int) -> InvalidInputError:
 
 
 def _preprocess_all(
-    images: Sequence[bytes], spec: Preprocessing, max_pixels: int
+    images: Sequence[bytes], spec: Preprocessing, max_pixels: int, abandoned: threading.Event
 ) -> list[np.ndarray]:
     tensors = []
     many = len(images) > 1
     for position, data in enumerate(images, start=1):
+        if abandoned.is_set():
+            return []
         where = f"image {position} of {len(images)}: " if many else ""
         try:
             tensors.append(decode_and_preprocess(data, spec, max_pixels))
@@ -199,6 +202,18 @@ def _preprocess_all(
 async def preprocess_images(
     images: Sequence[bytes], spec: Preprocessing, max_pixels: int
 ) -> list[np.ndarray]:
-    """Decode and preprocess on the decode pool; the first bad image refuses all."""
+    """Decode and preprocess on the decode pool; the first bad image refuses all.
+
+    A request cancelled meanwhile (its client left, or shutdown cut it short)
+    stops its worker at the next image: a large request would otherwise keep a
+    decode thread, and the process's exit, busy for seconds after it.
+    """
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_decode_pool, _preprocess_all, images, spec, max_pixels)
+    abandoned = threading.Event()
+    try:
+        return await loop.run_in_executor(
+            _decode_pool, _preprocess_all, images, spec, max_pixels, abandoned
+        )
+    except asyncio.CancelledError:
+        abandoned.set()
+        raise
