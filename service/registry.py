@@ -46,6 +46,7 @@ class LoadedModel:
     def __init__(self, runtime: ModelRuntime, batcher: Batcher) -> None:
         self.runtime = runtime
         self.batcher = batcher
+        self._index_by_name = {block["name"]: block["index"] for block in runtime.blocks}
 
     @property
     def name(self) -> str:
@@ -61,13 +62,12 @@ class LoadedModel:
         Raises:
             InvalidParameterError: an item is empty, unknown or out of range.
         """
-        by_name = {block["name"]: block["index"] for block in self.runtime.blocks}
         return frozenset(
-            self._resolve_item(position, str(item).strip(), by_name)
+            self._resolve_item(position, str(item).strip())
             for position, item in enumerate(items, start=1)
         )
 
-    def _resolve_item(self, position: int, text: str, by_name: dict[str, int]) -> int:
+    def _resolve_item(self, position: int, text: str) -> int:
         blocks = self.runtime.blocks
         last = len(blocks) - 1
         if not text:
@@ -86,8 +86,8 @@ class LoadedModel:
                 f"for {self.name}"
             )
 
-        if text in by_name:
-            return by_name[text]
+        if text in self._index_by_name:
+            return self._index_by_name[text]
         raise InvalidParameterError(
             f"remove: unknown block {_shorten(text)!r} for {self.name}; valid: indices "
             f"0..{last} or names {blocks[0]['name']!r}..{blocks[-1]['name']!r}"

@@ -153,18 +153,17 @@ def build_v2_router(registry: ModelRegistry, settings: Settings) -> APIRouter:
             raise
 
     async def _infer(request: Request, model: LoadedModel, started: float) -> Response:
-        # The header's timeout bounds the body's arrival; the request's own
-        # `timeout` parameter, inside that body, can only shorten the rest.
-        body = await read_body(
-            request, settings.max_body_bytes, request_deadline(request, settings)
-        )
+        # One deadline for the whole request: it bounds the body's arrival,
+        # and the `timeout` parameter inside that body can only shorten it.
+        deadline = request_deadline(request, settings)
+        body = await read_body(request, settings.max_body_bytes, deadline)
         parse = functools.partial(
             parse_infer_request, header_length=request.headers.get(HEADER_LENGTH),
             datatypes=_DATATYPES, max_depth=settings.max_json_depth,
         )
         parsed = await parse_off_loop(body, parse)
         removed = _removed(model, parsed.parameters.get("remove"))
-        deadline = _deadline(request, settings, parsed.parameters.get("timeout"))
+        deadline = _shortened(deadline, parsed.parameters.get("timeout"))
         tensors = await _model_inputs(model, parsed.inputs, settings)
 
         queued = time.perf_counter()
@@ -201,9 +200,8 @@ def _removed(model: LoadedModel, value: Any) -> RemovedSet:
     return parse_remove(model, value)
 
 
-def _deadline(request: Request, settings: Settings, timeout_us: Any) -> float:
-    """The usual deadline, shortened by Triton's `timeout` parameter (microseconds)."""
-    deadline = request_deadline(request, settings)
+def _shortened(deadline: float, timeout_us: Any) -> float:
+    """`deadline`, shortened by Triton's `timeout` parameter (microseconds)."""
     if timeout_us is None:
         return deadline
     if not isinstance(timeout_us, int) or isinstance(timeout_us, bool) or timeout_us <= 0:
